@@ -1,0 +1,66 @@
+"""sfumato: diffusion pipelines, models and schedulers, compatible with diffusers checkpoints.
+
+Public names are imported on first use (PEP 562), so `import sfumato` stays cheap: it loads
+neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "ConfigMixin": "sfumato.config",
+    "FrozenConfig": "sfumato.config",
+    "register_to_config": "sfumato.config",
+    "ModelMixin": "sfumato.models.base",
+}
+
+# Extended by the schedulers / models / pipelines packages as they land; see _register_lazy below.
+_SUBMODULE_TABLES = ("sfumato.schedulers._names", "sfumato.models._names", "sfumato.pipelines._names")
+
+
+def _load_tables() -> None:
+    for table in _SUBMODULE_TABLES:
+        try:
+            module = importlib.import_module(table)
+        except ModuleNotFoundError as err:
+            if err.name != table:
+                raise
+            continue
+        for name, where in module.NAMES.items():
+            _LAZY.setdefault(name, where)
+
+
+_load_tables()
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'sfumato' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def _lazy_lookup(name: str) -> Any | None:
+    """The public object called `name`, or None when sfumato has no such name."""
+    return __getattr__(name) if name in _LAZY else None
+
+
+if TYPE_CHECKING:
+    from .config import ConfigMixin, FrozenConfig, register_to_config
+    from .models.base import ModelMixin
