@@ -62,5 +62,7 @@ def _lazy_lookup(name: str) -> Any | None:
 
 
 if TYPE_CHECKING:
-    from .config import ConfigMixin, FrozenConfig, register_to_config
-    from .models.base import ModelMixin
+    from .config import ConfigMixin as ConfigMixin
+    from .config import FrozenConfig as FrozenConfig
+    from .config import register_to_config as register_to_config
+    from .models.base import ModelMixin as ModelMixin

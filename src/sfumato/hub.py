@@ -18,6 +18,7 @@ from typing import Any
 Selector = Callable[[Sequence[str]], Sequence[str]]
 
 _TRUE = {"1", "on", "yes", "true"}
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
@@ -109,17 +110,18 @@ def _repo_cache_folder(cache: Path, repo_id: str) -> Path:
 def _cached_snapshot(
     repo_id: str, revision: str | None, cache: Path, select: Selector | None
 ) -> tuple[Path | None, list[str]]:
-    """(snapshot folder or None, files `select` wants that the snapshot lacks)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    if not _repo_cache_folder(cache, repo_id).is_dir():
+    """(snapshot folder or None, files `select` wants that the snapshot lacks); reads the cache layout only."""
+    repo = _repo_cache_folder(cache, repo_id)
+    revision = revision or "main"
+    ref = repo / "refs" / revision
+    if ref.is_file():
+        commit = ref.read_text().strip()
+    elif _COMMIT.match(revision):
+        commit = revision
+    else:
         return None, []
-    try:
-        folder = Path(
-            snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=True)
-        )
-    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+    folder = repo / "snapshots" / commit
+    if not folder.is_dir():
         return None, []
     if select is None:
         return folder, []
