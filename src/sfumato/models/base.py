@@ -243,7 +243,7 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         owners = {name.rpartition(".")[0] for name in names}
         for owner in owners:
             module = self.get_submodule(owner)
-            loaded = {k: v for k, v in module.named_parameters(recurse=False) if not v.is_meta}
+            loaded = {k: v.detach() for k, v in module.named_parameters(recurse=False) if not v.is_meta}
             dtype = next(iter(loaded.values())).dtype if loaded else torch.float32
             module.to_empty(device=device, recurse=False)
             if hasattr(module, "reset_parameters"):
