@@ -31,8 +31,8 @@ def _load_tables() -> None:
         try:
             module = importlib.import_module(table)
         except ModuleNotFoundError as err:
-            if err.name != table:
-                raise
+            if err.name is None or not table.startswith(err.name):
+                raise  # a real import error inside the table, not an absent subpackage
             continue
         for name, where in module.NAMES.items():
             _LAZY.setdefault(name, where)
