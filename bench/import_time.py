@@ -43,8 +43,10 @@ def main() -> None:
         print(f"{name:<36} {median:9.3f} {median - bare:11.3f}")
     ours = statistics.median(times["import sfumato"]) - bare
     theirs = statistics.median(times["import diffusers"]) - bare
-    print(f"\nimport sfumato costs {ours:.3f} s over a bare interpreter; import diffusers {theirs:.3f} s "
-          f"({theirs / max(ours, 1e-6):.0f}x more)")
+    print(
+        f"\nimport sfumato costs {ours:.3f} s over a bare interpreter; import diffusers {theirs:.3f} s "
+        f"({theirs / max(ours, 1e-6):.0f}x more)"
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,11 @@ def _tensors(n=4, size=64):
     [
         ("diffusion_pytorch_model.safetensors", "fp16", "diffusion_pytorch_model.fp16.safetensors"),
         ("model.safetensors", "fp16", "model.fp16.safetensors"),
-        ("diffusion_pytorch_model.safetensors.index.json", "fp16", "diffusion_pytorch_model.safetensors.index.fp16.json"),
+        (
+            "diffusion_pytorch_model.safetensors.index.json",
+            "fp16",
+            "diffusion_pytorch_model.safetensors.index.fp16.json",
+        ),
         ("model.safetensors", None, "model.safetensors"),
     ],
 )
@@ -28,18 +32,26 @@ def test_variant_file_names(name, variant, expected):
 
 
 def test_choose_prefers_safetensors_and_the_variant():
-    names = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors"]
+    names = [
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.bin",
+        "diffusion_pytorch_model.fp16.safetensors",
+    ]
     assert ckpt.choose_weights(names) == (("diffusion_pytorch_model.safetensors",), None, False)
     assert ckpt.choose_weights(names, variant="fp16")[0] == ("diffusion_pytorch_model.fp16.safetensors",)
     index = "diffusion_pytorch_model.safetensors.index.fp16.json"
     assert ckpt.choose_weights([index], variant="fp16") == ((), index, False)
     legacy = "diffusion_pytorch_model.safetensors.fp16.index.json"
     assert ckpt.choose_weights([legacy], variant="fp16") == ((), legacy, False)
-    assert ckpt.choose_weights(["model.safetensors", "pytorch_model.bin"], stem="model")[0] == ("model.safetensors",)
+    assert ckpt.choose_weights(["model.safetensors", "pytorch_model.bin"], stem="model")[0] == (
+        "model.safetensors",
+    )
 
 
 def test_missing_variant_lists_what_exists():
-    with pytest.raises(CheckpointError, match=r"no 'fp16' variant.*diffusion_pytorch_model.safetensors.*Drop variant"):
+    with pytest.raises(
+        CheckpointError, match=r"no 'fp16' variant.*diffusion_pytorch_model.safetensors.*Drop variant"
+    ):
         ckpt.choose_weights(["diffusion_pytorch_model.safetensors"], variant="fp16")
 
 
@@ -109,13 +121,17 @@ def test_sharded_variant_names(tmp_path):
         "diffusion_pytorch_model.safetensors.index.fp16.json",
     ]
     assert len(ckpt.find_weights(tmp_path, variant="fp16").files) == 2
-    assert sorted(ckpt.weight_file_names(os.listdir(tmp_path), "diffusion_pytorch_model", "fp16")) == sorted(written)
+    assert sorted(ckpt.weight_file_names(os.listdir(tmp_path), "diffusion_pytorch_model", "fp16")) == sorted(
+        written
+    )
 
 
 def test_missing_shard_names_the_file_and_its_parameters(tmp_path):
     written = ckpt.save_state_dict(_tensors(4), tmp_path, max_shard_size=40_000)
     (tmp_path / written[1]).unlink()
-    with pytest.raises(CheckpointError, match=r"missing: diffusion_pytorch_model-00002-of-00002.safetensors.*2 parameters"):
+    with pytest.raises(
+        CheckpointError, match=r"missing: diffusion_pytorch_model-00002-of-00002.safetensors.*2 parameters"
+    ):
         ckpt.find_weights(tmp_path)
 
 
@@ -142,7 +158,10 @@ def test_tied_weights_are_saved(tmp_path):
     assert torch.equal(loaded["a"], w) and torch.equal(loaded["b"], w) and torch.equal(loaded["c"], w[:2])
 
 
-@pytest.mark.parametrize(("text", "size"), [("10GB", 10**10), ("5GiB", 5 * 2**30), ("500MB", 5 * 10**8), ("100KB", 10**5), (123, 123)])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("10GB", 10**10), ("5GiB", 5 * 2**30), ("500MB", 5 * 10**8), ("100KB", 10**5), (123, 123)],
+)
 def test_parse_size(text, size):
     assert ckpt.parse_size(text) == size
 

@@ -39,7 +39,11 @@ def test_config_records_init_arguments_with_defaults():
     assert s.config.num_train_timesteps == 1000
     assert s.num_train_timesteps == 1000  # diffusers-style attribute fallback
     assert set(s.config["_use_default_values"]) == {
-        "num_train_timesteps", "beta_schedule", "trained_betas", "timestep_spacing", "block_sizes"
+        "num_train_timesteps",
+        "beta_schedule",
+        "trained_betas",
+        "timestep_spacing",
+        "block_sizes",
     }
 
 
@@ -119,7 +123,9 @@ def test_wrong_type_names_the_key():
 
 
 def test_value_outside_literal_lists_valid_values():
-    with pytest.raises(ValueError, match="'beta_schedule' must be one of 'linear', 'scaled_linear'; got 'cosine'"):
+    with pytest.raises(
+        ValueError, match="'beta_schedule' must be one of 'linear', 'scaled_linear'; got 'cosine'"
+    ):
         Sampler(beta_schedule="cosine")
 
 
@@ -138,7 +144,9 @@ def test_defaults_of_the_source_do_not_leak_into_another_class():
     # Like EulerDiscreteScheduler.from_config(pndm.config): keys PNDM left at its defaults take Euler's.
     other = OtherSampler.from_config(Sampler().config)
     assert other.config.timestep_spacing == "linspace"
-    explicit = OtherSampler.from_config(Sampler(timestep_spacing="trailing", beta_schedule="scaled_linear").config)
+    explicit = OtherSampler.from_config(
+        Sampler(timestep_spacing="trailing", beta_schedule="scaled_linear").config
+    )
     assert explicit.config.timestep_spacing == "trailing"
     # keys only the source set are kept, so the file round-trips; its defaults are dropped
     assert explicit.config.beta_schedule == "scaled_linear"
@@ -152,7 +160,11 @@ def test_super_init_does_not_overwrite_the_subclass_config():
             super().__init__(num_train_timesteps=num_train_timesteps, timestep_spacing="trailing")
 
     c = Child(extra=8)
-    assert dict(c.config) == {"extra": 8, "num_train_timesteps": 10, "_use_default_values": ("num_train_timesteps",)}
+    assert dict(c.config) == {
+        "extra": 8,
+        "num_train_timesteps": 10,
+        "_use_default_values": ("num_train_timesteps",),
+    }
     assert c.seen["timestep_spacing"] == "trailing"
 
 
@@ -173,15 +185,24 @@ def test_same_semantics_as_diffusers_configs(tmp_path):
         config_name = "scheduler_config.json"
 
         @d_register
-        def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_schedule: str = "linear",
-                     trained_betas=None, timestep_spacing: str = "leading", block_sizes=(1, 2)):
+        def __init__(
+            self,
+            num_train_timesteps: int = 1000,
+            beta_start: float = 0.0001,
+            beta_schedule: str = "linear",
+            trained_betas=None,
+            timestep_spacing: str = "leading",
+            block_sizes=(1, 2),
+        ):
             pass
 
     class DOther(diffusers.ConfigMixin):
         config_name = "scheduler_config.json"
 
         @d_register
-        def __init__(self, num_train_timesteps: int = 1000, timestep_spacing: str = "linspace", order: int = 2):
+        def __init__(
+            self, num_train_timesteps: int = 1000, timestep_spacing: str = "linspace", order: int = 2
+        ):
             pass
 
     # a file written by diffusers loads here, and the other way round, with the same values
@@ -192,8 +213,10 @@ def test_same_semantics_as_diffusers_configs(tmp_path):
     for key in ("num_train_timesteps", "beta_start", "beta_schedule", "trained_betas", "timestep_spacing"):
         assert ours.config[key] == theirs.config[key]
     # cross-class defaults behave the same
-    for source_ours, source_theirs in [(Sampler(), DSampler()), (Sampler(timestep_spacing="trailing"),
-                                                                  DSampler(timestep_spacing="trailing"))]:
+    for source_ours, source_theirs in [
+        (Sampler(), DSampler()),
+        (Sampler(timestep_spacing="trailing"), DSampler(timestep_spacing="trailing")),
+    ]:
         a = OtherSampler.from_config(source_ours.config)
         b = DOther.from_config(source_theirs.config)
         assert a.config.timestep_spacing == b.config.timestep_spacing

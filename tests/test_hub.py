@@ -13,7 +13,9 @@ from sfumato.hub import HubError
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def make_cache(home: Path, repo_id: str, files: dict[str, str], ref: str = "main", commit: str = COMMIT) -> Path:
+def make_cache(
+    home: Path, repo_id: str, files: dict[str, str], ref: str = "main", commit: str = COMMIT
+) -> Path:
     """Lay out a Hugging Face cache the way huggingface_hub writes it (blobs, refs, snapshots)."""
     repo = home / "hub" / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / commit
@@ -107,12 +109,17 @@ def test_online_download_fetches_only_the_selected_files(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     listing = [
-        "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-        "unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.bin",
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "unet/diffusion_pytorch_model.bin",
     ]
     asked = {}
 
-    def fake_snapshot_download(repo_id, *, revision=None, cache_dir=None, token=None, allow_patterns=None, **kw):
+    def fake_snapshot_download(
+        repo_id, *, revision=None, cache_dir=None, token=None, allow_patterns=None, **kw
+    ):
         if kw.get("local_files_only"):
             from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -120,7 +127,9 @@ def test_online_download_fetches_only_the_selected_files(tmp_path, monkeypatch):
         asked["patterns"] = allow_patterns
         return str(make_cache(Path(cache_dir).parent, repo_id, dict.fromkeys(allow_patterns, "x")))
 
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, revision=None: listing)
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, revision=None: listing
+    )
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     from sfumato.checkpoint import choose_weights
 
@@ -141,7 +150,9 @@ def test_unreachable_hub_is_a_clear_error(tmp_path, monkeypatch):
         raise OSError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", unreachable)
-    with pytest.raises(HubError, match=r"cannot reach the Hugging Face Hub to download 'org/name'.*HF_HUB_OFFLINE=1"):
+    with pytest.raises(
+        HubError, match=r"cannot reach the Hugging Face Hub to download 'org/name'.*HF_HUB_OFFLINE=1"
+    ):
         hub.resolve_folder("org/name", select=lambda files: files)
 
 

@@ -119,12 +119,17 @@ def test_bad_dtype_argument(tmp_path):
     [
         ({"depth": 3}, r"missing 2 parameters: blocks.2.weight, blocks.2.bias"),
         ({"depth": 1}, r"unexpected 2 parameters: blocks.1.bias, blocks.1.weight"),
-        ({"in_channels": 4}, r"wrong shape: conv_in.weight \(checkpoint \[16, 3, 3, 3\], model \[16, 4, 3, 3\]\)"),
+        (
+            {"in_channels": 4},
+            r"wrong shape: conv_in.weight \(checkpoint \[16, 3, 3, 3\], model \[16, 4, 3, 3\]\)",
+        ),
     ],
 )
 def test_mismatches_name_the_file_and_parameters(tmp_path, override, pattern):
     _model().save_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match=f"diffusion_pytorch_model.safetensors does not fit TinyNet.*{pattern}"):
+    with pytest.raises(
+        CheckpointError, match=f"diffusion_pytorch_model.safetensors does not fit TinyNet.*{pattern}"
+    ):
         TinyNet.from_pretrained(tmp_path, **override)
 
 

@@ -103,7 +103,9 @@ def _is_weight(name: str) -> bool:
     return name.endswith((".safetensors", *PICKLE_SUFFIXES)) or name.endswith(".index.json")
 
 
-def _find(names: set[str], stem: str, variant: str | None, suffix: str) -> tuple[tuple[str, ...], str | None] | None:
+def _find(
+    names: set[str], stem: str, variant: str | None, suffix: str
+) -> tuple[tuple[str, ...], str | None] | None:
     single = add_variant(f"{stem}{suffix}", variant)
     if single in names:
         return (single,), None
@@ -128,7 +130,11 @@ def find_weights(
     folder = Path(folder)
     names = [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
     files, index, is_pickle = choose_weights(
-        names, stem=stem, variant=variant, use_safetensors=use_safetensors, allow_pickle=allow_pickle,
+        names,
+        stem=stem,
+        variant=variant,
+        use_safetensors=use_safetensors,
+        allow_pickle=allow_pickle,
         where=str(folder),
     )
     if index is not None:
@@ -153,7 +159,9 @@ def read_index(path: Path) -> dict[str, str]:
         raise CheckpointError(f"{path} is not a valid sharded-checkpoint index ({err})") from None
     for shard in set(weight_map.values()):
         if not isinstance(shard, str) or "/" in shard or "\\" in shard or shard in ("", ".", ".."):
-            raise CheckpointError(f"{path} names an invalid shard file {shard!r}: shards must be plain file names")
+            raise CheckpointError(
+                f"{path} names an invalid shard file {shard!r}: shards must be plain file names"
+            )
     return weight_map
 
 
@@ -225,7 +233,9 @@ def parse_size(size: int | str) -> int:
         return size
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?)B?\s*", size.upper())
     if not match:
-        raise ValueError(f"cannot read the size {size!r}: use an int of bytes or a string like '5GB' or '500MB'")
+        raise ValueError(
+            f"cannot read the size {size!r}: use an int of bytes or a string like '5GB' or '500MB'"
+        )
     number, unit, binary = match.groups()
     base = 1024 if binary else 1000
     return int(float(number) * base ** " KMGT".index(unit or " "))
@@ -245,7 +255,9 @@ def save_state_dict(
 
     meta = [k for k, t in state_dict.items() if t.device.type == "meta"]
     if meta:
-        raise CheckpointError(f"cannot save parameters that hold no data (meta tensors): {', '.join(meta[:5])}")
+        raise CheckpointError(
+            f"cannot save parameters that hold no data (meta tensors): {', '.join(meta[:5])}"
+        )
     tensors = _unshared({k: t.detach() for k, t in state_dict.items()})
     folder = Path(folder)
     if not safe_serialization:

@@ -219,7 +219,9 @@ def _note_unknown_keys(cls: type, keys: set[str]) -> None:
     marker = (cls.__qualname__, frozenset(keys))
     if keys and marker not in _noted_unknown_keys:
         _noted_unknown_keys.add(marker)
-        logger.debug("%s ignores config keys %s (kept in its config and in saved files)", cls.__name__, sorted(keys))
+        logger.debug(
+            "%s ignores config keys %s (kept in its config and in saved files)", cls.__name__, sorted(keys)
+        )
 
 
 def to_json_value(value: Any) -> Any:

@@ -28,7 +28,9 @@ class HubError(OSError):
 
 def hub_offline() -> bool:
     """True when `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) is set, read now rather than at import."""
-    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(var, "").strip().lower() in _TRUE for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def hub_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -100,7 +102,9 @@ def resolve_file(
         if (folder / name).is_file():
             return folder / name
     where = folder / subfolder if subfolder else folder
-    raise FileNotFoundError(f"no file named {filename} in {where}" + (f" (nor in {folder})" if subfolder else ""))
+    raise FileNotFoundError(
+        f"no file named {filename} in {where}" + (f" (nor in {folder})" if subfolder else "")
+    )
 
 
 def _repo_cache_folder(cache: Path, repo_id: str) -> Path:
@@ -134,7 +138,12 @@ def _cached_snapshot(
 
 
 def _not_cached_message(
-    repo_id: str, revision: str | None, cache: Path, snapshot: Path | None, missing: list[str], local_only: bool
+    repo_id: str,
+    revision: str | None,
+    cache: Path,
+    snapshot: Path | None,
+    missing: list[str],
+    local_only: bool,
 ) -> str:
     why = "local_files_only=True" if local_only else "HF_HUB_OFFLINE is set"
     rev = f" (revision {revision})" if revision else ""

@@ -21,7 +21,12 @@ from ..hub import resolve_folder
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
 
 
 def as_dtype(torch_dtype: Any = None, dtype: Any = None) -> torch.dtype | None:
@@ -78,7 +83,9 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         if exclude_embeddings:
             skip = {id(m.weight) for m in self.modules() if isinstance(m, torch.nn.Embedding)}
         return sum(
-            p.numel() for p in self.parameters() if (p.requires_grad or not only_trainable) and id(p) not in skip
+            p.numel()
+            for p in self.parameters()
+            if (p.requires_grad or not only_trainable) and id(p) not in skip
         )
 
     # ------------------------------------------------------------------ training switches
@@ -143,9 +150,13 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         choose = dict(variant=variant, use_safetensors=use_safetensors, allow_pickle=allow_pickle)
 
         def select(files: Any) -> list[str]:
-            prefix = f"{subfolder}/" if subfolder and any(f.startswith(f"{subfolder}/") for f in files) else ""
+            prefix = (
+                f"{subfolder}/" if subfolder and any(f.startswith(f"{subfolder}/") for f in files) else ""
+            )
             inside = [f[len(prefix) :] for f in files if f.startswith(prefix) and "/" not in f[len(prefix) :]]
-            names, index, _ = ckpt.choose_weights(inside, stem=cls._weights_stem, where=id_or_folder, **choose)
+            names, index, _ = ckpt.choose_weights(
+                inside, stem=cls._weights_stem, where=id_or_folder, **choose
+            )
             if cls.config_name not in inside:
                 raise FileNotFoundError(f"no {prefix}{cls.config_name}")
             picked = [cls.config_name, *names, *([index] if index else [])]
@@ -190,7 +201,9 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         named = _lazy_lookup(name) if isinstance(name, str) else None
         if cls is ModelMixin:
             if not (isinstance(named, type) and issubclass(named, ModelMixin)):
-                raise ValueError(f"{folder / cls.config_name} names the class {name!r}, which sfumato does not have")
+                raise ValueError(
+                    f"{folder / cls.config_name} names the class {name!r}, which sfumato does not have"
+                )
             return named
         if isinstance(named, type) and issubclass(named, ModelMixin) and not issubclass(cls, named):
             raise ValueError(
@@ -216,14 +229,18 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         if unexpected:
             problems.append(f"unexpected {len(unexpected)} parameters: {_short_list(unexpected)}")
         if wrong and not ignore_mismatched_sizes:
-            shapes = [f"{k} (checkpoint {list(state_dict[k].shape)}, model {list(expected[k].shape)})" for k in wrong]
+            shapes = [
+                f"{k} (checkpoint {list(state_dict[k].shape)}, model {list(expected[k].shape)})"
+                for k in wrong
+            ]
             problems.append(
                 f"{len(wrong)} parameters with the wrong shape: {_short_list(shapes, 5)} "
                 f"(pass ignore_mismatched_sizes=True to re-initialise them)"
             )
         if problems:
             raise ckpt.CheckpointError(
-                f"{weights.describe()} does not fit {type(self).__name__} with this config: " + "; ".join(problems)
+                f"{weights.describe()} does not fit {type(self).__name__} with this config: "
+                + "; ".join(problems)
             )
         for key in reinit:
             logger.warning("re-initialising %s: checkpoint shape %s", key, list(state_dict[key].shape))
@@ -275,14 +292,22 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         state_dict = self.state_dict()
         meta = [k for k, t in state_dict.items() if t.is_meta]
         if meta:
-            raise ckpt.CheckpointError(f"cannot save {type(self).__name__}: parameters without data: {_short_list(meta)}")
+            raise ckpt.CheckpointError(
+                f"cannot save {type(self).__name__}: parameters without data: {_short_list(meta)}"
+            )
         with staged_folder(target) as staging:
             self.save_config(staging)
             written = ckpt.save_state_dict(
-                state_dict, staging, stem=self._weights_stem, variant=variant,
-                max_shard_size=max_shard_size, safe_serialization=safe_serialization,
+                state_dict,
+                staging,
+                stem=self._weights_stem,
+                variant=variant,
+                max_shard_size=max_shard_size,
+                safe_serialization=safe_serialization,
             )
-            stale = set(ckpt.weight_file_names([p.name for p in target.glob("*")], self._weights_stem, variant))
+            stale = set(
+                ckpt.weight_file_names([p.name for p in target.glob("*")], self._weights_stem, variant)
+            )
         for name in stale - set(written):
             (target / name).unlink(missing_ok=True)  # e.g. old shards after saving a single file
         return target

@@ -1,0 +1,84 @@
+"""The `sfumato` command's handling of bad input: one line on stderr, exit code 2, nothing written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sfumato.cli import main
+
+
+@pytest.fixture
+def pipeline_folder(tmp_path):
+    folder = tmp_path / "pipe"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    return folder
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--width", "500"], "--width 500 is not a positive multiple of 8; try 496 or 504"),
+        (["--height", "0"], "--height 0 is not a positive multiple of 8"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--num-images", "0"], "--num-images must be at least 1"),
+        (["--image", "missing.png"], "--image missing.png: no such file"),
+        (["--mask", "m.png"], "--mask needs --image"),
+        (["--strength", "1.5"], "--strength must be in (0, 1]"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, pipeline_folder, extra, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "generate", "a cat", "--model", str(pipeline_folder), *extra)
+    assert code == 2
+    assert err.startswith("sfumato: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_model_folder_without_model_index(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "generate", "a cat", "--model", str(tmp_path / "empty"))
+    assert code == 2 and "has no model_index.json" in err
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_unreadable_image(tmp_path, capsys, pipeline_folder):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    code, _, err = run_cli(capsys, "generate", "a cat", "--model", str(pipeline_folder), "--image", str(bad))
+    assert code == 2 and "not a readable image" in err
+
+
+def test_existing_output_is_not_overwritten(tmp_path, capsys, pipeline_folder):
+    target = tmp_path / "cat.png"
+    target.write_bytes(b"precious")
+    code, _, err = run_cli(
+        capsys, "generate", "a cat", "--model", str(pipeline_folder), "--output", str(target)
+    )
+    assert code == 2 and "already exists; pass --overwrite" in err
+    assert target.read_bytes() == b"precious"
+
+
+def test_info_refuses_a_folder_without_model_index(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "info", str(tmp_path))
+    assert code == 2 and "has no model_index.json" in err
+
+
+def test_help_reads_without_torch():
+    code = "import sys; from sfumato.cli import build_parser; build_parser().format_help(); print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ}
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
