@@ -37,10 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         if args.debug:
             raise
-        print(f"sfumato: error: {err}", file=sys.stderr)  # noqa: T201 - the CLI's own output
+        print(f"sfumato: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sfumato: interrupted", file=sys.stderr)  # noqa: T201
+        print("sfumato: interrupted", file=sys.stderr)
         return 130
 
 

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             "negative_prompt": args.negative_prompt,
         }
         write_png(image, path, text, details, args.overwrite)
-        print(path)  # noqa: T201 - the command's output
+        print(path)
     return 0
 
 

@@ -85,12 +85,12 @@ def run(args: argparse.Namespace) -> int:
             json.dumps(
                 {"model": args.model, "pipeline": index.get("_class_name"), "components": rows}, indent=2
             )
-        )  # noqa: T201
+        )
         return 0
-    print(f"{args.model}: {index.get('_class_name', '?')}")  # noqa: T201
+    print(f"{args.model}: {index.get('_class_name', '?')}")
     for row in rows:
         extra = ""
         if "parameters" in row:
             extra = f"{_human(row['parameters'], ('', 'K', 'M', 'B'))} params  {row['dtype']}  {_human(row['bytes'], ('B', 'KB', 'MB', 'GB'))}"
-        print(f"  {row['component']:<18} {row['class']:<32} {extra}")  # noqa: T201
+        print(f"  {row['component']:<18} {row['class']:<32} {extra}")
     return 0
