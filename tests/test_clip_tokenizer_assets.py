@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.tokenizer import build_clip_tokenizer, clip_tokenizer_fixture, clip_tokenizer_folder_fixture  # noqa: F401
+from fixtures.tokenizer import build_clip_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 BOS, EOS = 49406, 49407

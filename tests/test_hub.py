@@ -8,28 +8,8 @@ import huggingface_hub
 import pytest
 
 from sfumato import hub
+from fixtures.hub_cache import COMMIT, make_cache  # noqa: F401
 from sfumato.hub import HubError
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def make_cache(
-    home: Path, repo_id: str, files: dict[str, str], ref: str = "main", commit: str = COMMIT
-) -> Path:
-    """Lay out a Hugging Face cache the way huggingface_hub writes it (blobs, refs, snapshots)."""
-    repo = home / "hub" / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    for name, text in files.items():
-        blob = repo / "blobs" / f"{abs(hash((commit, name))):x}"
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_text(text)
-        target = snapshot / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(os.path.relpath(blob, target.parent))
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / ref).write_text(commit)
-    return snapshot
-
 
 @pytest.fixture
 def offline_home(tmp_path, monkeypatch):

@@ -217,7 +217,7 @@ def test_gradient_checkpointing_switch():
 
 
 def test_offline_hub_cache_loads_a_model(tmp_path, monkeypatch):
-    from test_hub import make_cache
+    from fixtures.hub_cache import make_cache
 
     model = _model()
     model.save_pretrained(tmp_path / "saved")

@@ -1,0 +1,3 @@
+"""Fixtures every test folder can use."""
+
+pytest_plugins = ["fixtures.tokenizer"]
