@@ -1,0 +1,103 @@
+"""Multi-head attention (`to_q`, `to_k`, `to_v`, `to_out.0` in checkpoints) on tokens or feature maps."""
+
+from __future__ import annotations
+
+import re
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, bias: Tensor | None = None) -> Tensor:
+    """Scaled dot-product attention of (B, N, heads*d) queries on (B, M, heads*d) keys/values.
+
+    `bias` is an additive mask broadcastable to (B, heads, N, M), e.g. (B, 1, 1, M).
+    """
+    b = q.shape[0]
+    q, k, v = (t.view(b, -1, heads, t.shape[-1] // heads).transpose(1, 2) for t in (q, k, v))  # (B, h, N, d)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    return out.transpose(1, 2).reshape(b, -1, heads * out.shape[-1])  # (B, N, h*d)
+
+
+def mask_to_bias(mask: Tensor | None, dtype, key_len: int) -> Tensor | None:
+    """A (B, M) keep-mask or (B, 1, M) bias → a (B, 1, 1, M) additive bias (discarded keys get -10000)."""
+    if mask is None:
+        return None
+    if mask.ndim == 2:  # keep-mask: 1 keeps, 0 discards
+        mask = ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
+    if mask.ndim != 3 or mask.shape[-1] != key_len:
+        raise ValueError(
+            f"attention mask must have shape (batch, {key_len}) for {key_len} keys; got {tuple(mask.shape)}"
+        )
+    return mask.to(dtype).unsqueeze(1)
+
+
+class Attention(nn.Module):
+    """Attention of `query_dim` tokens on themselves or on `cross_attention_dim` context tokens.
+
+    The spatial form used by DDPM UNets and VAEs (`norm_num_groups` set, `residual_connection=True`)
+    takes (B, C, H, W) maps: GroupNorm, attention over the H·W positions, then `+ x` and
+    `/ rescale_output_factor`.
+    """
+
+    def __init__(
+        self,
+        query_dim: int,
+        cross_attention_dim: int | None = None,
+        heads: int = 8,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        bias: bool = False,
+        out_bias: bool = True,
+        norm_num_groups: int | None = None,
+        eps: float = 1e-5,
+        residual_connection: bool = False,
+        rescale_output_factor: float = 1.0,
+    ):
+        super().__init__()
+        inner = heads * dim_head
+        context_dim = cross_attention_dim if cross_attention_dim is not None else query_dim
+        self.heads = heads
+        self.residual_connection = residual_connection
+        self.rescale_output_factor = rescale_output_factor
+        self.group_norm = None
+        if norm_num_groups is not None:
+            self.group_norm = nn.GroupNorm(norm_num_groups, query_dim, eps=eps)
+        self.to_q = nn.Linear(query_dim, inner, bias=bias)
+        self.to_k = nn.Linear(context_dim, inner, bias=bias)
+        self.to_v = nn.Linear(context_dim, inner, bias=bias)
+        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=out_bias), nn.Dropout(dropout)])
+
+    def forward(self, x: Tensor, context: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        """x: (B, N, C) tokens or (B, C, H, W) maps; context: (B, M, C') or None for self-attention."""
+        residual = x
+        spatial = x.ndim == 4
+        if spatial:
+            b, c, height, width = x.shape
+            if self.group_norm is not None:
+                x = self.group_norm(x)
+            x = x.view(b, c, height * width).transpose(1, 2)  # (B, HW, C)
+        context = x if context is None else context
+        h = multi_head_attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads, bias)
+        h = self.to_out[1](self.to_out[0](h))
+        if spatial:
+            h = h.transpose(1, 2).reshape(b, c, height, width)
+        if self.residual_connection:
+            h = h + residual
+        return h / self.rescale_output_factor if self.rescale_output_factor != 1 else h
+
+
+# Names of attention weights written by diffusers < 0.14 (old VAEs, DDPM UNets) → current names.
+_LEGACY_ATTENTION_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+_LEGACY_KEY = re.compile(r"^(.*\.attentions\.\d+\.)(query|key|value|proj_attn)\.(weight|bias)$")
+
+
+def rename_legacy_attention_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename `…attentions.N.query.weight`-style keys to `…attentions.N.to_q.weight` (others unchanged)."""
+    renamed = {}
+    for key, value in state_dict.items():
+        m = _LEGACY_KEY.match(key)
+        if m is not None:
+            key = f"{m.group(1)}{_LEGACY_ATTENTION_NAMES[m.group(2)]}.{m.group(3)}"
+        renamed[key] = value
+    return renamed

@@ -1,0 +1,131 @@
+"""The spatial transformer of Stable Diffusion UNets (`Transformer2DModel` / `BasicTransformerBlock`)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .attention import Attention
+
+
+class GEGLU(nn.Module):
+    """Gated GELU (Shazeer 2020): one projection to 2·inner, split into value and gate."""
+
+    def __init__(self, dim: int, inner_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, inner_dim * 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, gate = self.proj(x).chunk(2, dim=-1)
+        return h * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU MLP with 4× expansion (`ff.net.0.proj`, `ff.net.2` in checkpoints)."""
+
+    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        inner = dim * mult
+        self.net = nn.ModuleList([GEGLU(dim, inner), nn.Dropout(dropout), nn.Linear(inner, dim)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+class BasicTransformerBlock(nn.Module):
+    """Pre-LayerNorm block: self-attention, cross-attention on the text context, feed-forward."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        cross_attention_dim: int | None,
+        only_cross_attention: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.only_cross_attention = only_cross_attention
+        self.norm1 = nn.LayerNorm(dim)
+        # With only_cross_attention the first attention also reads the context instead of itself.
+        self.attn1 = Attention(
+            dim, cross_attention_dim if only_cross_attention else None, heads, dim_head, dropout=dropout
+        )
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, cross_attention_dim, heads, dim_head, dropout=dropout)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, dropout=dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None,
+        self_bias: Tensor | None = None,
+        cross_bias: Tensor | None = None,
+    ) -> Tensor:
+        x = self.attn1(self.norm1(x), context if self.only_cross_attention else None, self_bias) + x
+        x = self.attn2(self.norm2(x), context, cross_bias) + x
+        return self.ff(self.norm3(x)) + x
+
+
+class Transformer2DModel(nn.Module):
+    """GroupNorm → proj_in → transformer blocks over the H·W tokens → proj_out, plus the input.
+
+    `use_linear_projection` (SD2, SDXL) makes proj_in/proj_out Linear layers applied on tokens;
+    otherwise they are 1×1 convs applied on the map (SD1).
+    """
+
+    def __init__(
+        self,
+        num_attention_heads: int,
+        attention_head_dim: int,
+        in_channels: int,
+        num_layers: int = 1,
+        cross_attention_dim: int | None = None,
+        norm_num_groups: int = 32,
+        use_linear_projection: bool = False,
+        only_cross_attention: bool = False,
+    ):
+        super().__init__()
+        inner = num_attention_heads * attention_head_dim
+        self.use_linear_projection = use_linear_projection
+        self.norm = nn.GroupNorm(norm_num_groups, in_channels, eps=1e-6)
+        if use_linear_projection:
+            self.proj_in = nn.Linear(in_channels, inner)
+        else:
+            self.proj_in = nn.Conv2d(in_channels, inner, kernel_size=1)
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(
+                inner, num_attention_heads, attention_head_dim, cross_attention_dim, only_cross_attention
+            )
+            for _ in range(num_layers)
+        )
+        if use_linear_projection:
+            self.proj_out = nn.Linear(inner, in_channels)
+        else:
+            self.proj_out = nn.Conv2d(inner, in_channels, kernel_size=1)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None,
+        self_bias: Tensor | None = None,
+        cross_bias: Tensor | None = None,
+    ) -> Tensor:
+        b, _, height, width = x.shape
+        residual = x
+        h = self.norm(x)
+        if self.use_linear_projection:
+            h = self.proj_in(h.permute(0, 2, 3, 1).reshape(b, height * width, -1))  # (B, HW, inner)
+        else:
+            h = self.proj_in(h)
+            h = h.permute(0, 2, 3, 1).reshape(b, height * width, -1)
+        for block in self.transformer_blocks:
+            h = block(h, context, self_bias, cross_bias)
+        if self.use_linear_projection:
+            h = self.proj_out(h).reshape(b, height, width, -1).permute(0, 3, 1, 2)
+        else:
+            h = self.proj_out(h.reshape(b, height, width, -1).permute(0, 3, 1, 2))
+        return h + residual

@@ -1,0 +1,321 @@
+"""UNet2DConditionModel: parity with diffusers on tiny SD1.5 / SD2.1 / SDXL / inpainting-shaped configs."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+from sfumato import UNet2DConditionModel  # noqa: E402
+
+pytestmark = pytest.mark.parity
+
+SD15 = dict(
+    sample_size=8,
+    block_out_channels=(32, 64),
+    layers_per_block=2,
+    cross_attention_dim=32,
+    attention_head_dim=4,
+    norm_num_groups=8,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+)
+CONFIGS = {
+    "sd15": SD15,
+    # SD2.1: linear projections, per-block head counts, upcast flag, 1024-style context width
+    "sd21": {
+        **SD15,
+        "attention_head_dim": (2, 4),
+        "use_linear_projection": True,
+        "upcast_attention": True,
+        "cross_attention_dim": 24,
+        "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    },
+    # SDXL base: no attention at level 0, text_time embedding, deeper transformers further down
+    "sdxl": dict(
+        sample_size=8,
+        block_out_channels=(16, 32, 64),
+        layers_per_block=2,
+        cross_attention_dim=40,
+        attention_head_dim=(2, 4, 8),
+        norm_num_groups=8,
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 2, 3),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=12 + 6 * 8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    ),
+    "sd_inpaint": {**SD15, "in_channels": 9},
+    # less common switches in one model: FiLM resnets, class projection, LCM w-embedding, text projection,
+    # only-cross-attention, per-block cross dims, plain mid block, 1x1 conv_in/out kernels, extra activations
+    "exotic": {
+        **SD15,
+        "resnet_time_scale_shift": "scale_shift",
+        "class_embed_type": "projection",
+        "projection_class_embeddings_input_dim": 6,
+        "time_cond_proj_dim": 5,
+        "encoder_hid_dim": 12,
+        "only_cross_attention": (True, False),
+        "mid_block_type": "UNetMidBlock2D",
+        "conv_in_kernel": 1,
+        "conv_out_kernel": 1,
+        "time_embedding_act_fn": "silu",
+        "timestep_post_act": "mish",
+        "freq_shift": 1,
+        "flip_sin_to_cos": False,
+        "center_input_sample": True,
+        "class_embeddings_concat": True,
+        "layers_per_block": (1, 2),
+    },
+}
+
+
+def inputs(config: dict, batch: int = 2, size: tuple[int, int] = (16, 16), seed: int = 1) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ctx_dim = config.get("encoder_hid_dim") or config["cross_attention_dim"]
+    kw = dict(
+        sample=torch.randn(batch, config.get("in_channels", 4), *size, generator=g),
+        timestep=torch.tensor([999, 17][:batch]),
+        encoder_hidden_states=torch.randn(batch, 7, ctx_dim, generator=g),
+    )
+    if config.get("addition_embed_type") == "text_time":
+        kw["added_cond_kwargs"] = dict(
+            text_embeds=torch.randn(batch, 12, generator=g),
+            time_ids=torch.tensor([[64.0, 48, 0, 8, 64, 64]] * batch),
+        )
+    if config.get("class_embed_type") == "projection":
+        kw["class_labels"] = torch.randn(batch, 6, generator=g)
+    if config.get("time_cond_proj_dim"):
+        kw["timestep_cond"] = torch.randn(batch, 5, generator=g)
+    return kw
+
+
+def run(model, kw: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**kw).sample
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_loads_diffusers_folder_and_matches(name, tmp_path, make_seeded, assert_close):
+    config = CONFIGS[name]
+    ref = make_seeded(diffusers.UNet2DConditionModel, config)
+    ref.save_pretrained(tmp_path)
+    model = UNet2DConditionModel.from_pretrained(tmp_path)
+    for kw in (
+        inputs(config),
+        inputs(config, batch=1, size=(13, 10), seed=2),
+    ):  # also a size not divisible by 2
+        assert_close(run(ref, kw), run(model, kw))
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl"])
+def test_saved_folder_loads_in_diffusers(name, tmp_path, make_seeded, assert_close):
+    config = CONFIGS[name]
+    model = make_seeded(UNet2DConditionModel, config, seed=3)
+    model.save_pretrained(tmp_path)
+    ref = diffusers.UNet2DConditionModel.from_pretrained(tmp_path).eval()
+    kw = inputs(config)
+    assert_close(run(ref, kw), run(model, kw))
+    again = UNet2DConditionModel.from_pretrained(tmp_path)
+    assert torch.equal(run(model, kw), run(again, kw))
+
+
+def test_signature_and_defaults_match_diffusers():
+    ours = inspect.signature(UNet2DConditionModel.__init__).parameters
+    theirs = inspect.signature(diffusers.UNet2DConditionModel.__init__).parameters
+    assert list(ours) == list(theirs)
+    for name, p in theirs.items():
+        default = p.default if not isinstance(p.default, list) else tuple(p.default)
+        assert ours[name].default == default, name
+    fwd = set(inspect.signature(diffusers.UNet2DConditionModel.forward).parameters)
+    assert fwd == set(inspect.signature(UNet2DConditionModel.forward).parameters)
+
+
+SD15_FULL = dict(
+    act_fn="silu",
+    attention_head_dim=8,
+    block_out_channels=[320, 640, 1280, 1280],
+    center_input_sample=False,
+    cross_attention_dim=768,
+    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    in_channels=4,
+    layers_per_block=2,
+    mid_block_scale_factor=1,
+    norm_eps=1e-05,
+    norm_num_groups=32,
+    out_channels=4,
+    sample_size=64,
+    up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+)
+SDXL_FULL = dict(
+    addition_embed_type="text_time",
+    addition_embed_type_num_heads=64,
+    addition_time_embed_dim=256,
+    attention_head_dim=[5, 10, 20],
+    block_out_channels=[320, 640, 1280],
+    cross_attention_dim=2048,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    sample_size=128,
+    projection_class_embeddings_input_dim=2816,
+    transformer_layers_per_block=[1, 2, 10],
+    upcast_attention=None,
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    use_linear_projection=True,
+)
+
+
+def meta_shapes(cls, config: dict) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "config", [SD15_FULL, SDXL_FULL, {**SD15_FULL, "in_channels": 9}], ids=["sd15", "sdxl", "inpaint"]
+)
+def test_real_config_has_diffusers_parameter_names(config):
+    ours = meta_shapes(UNet2DConditionModel, config)
+    assert ours == meta_shapes(diffusers.UNet2DConditionModel, config)
+    if config is SD15_FULL:
+        assert len(ours) == 686
+
+
+@pytest.fixture(scope="module")
+def sdxl_model():
+    return UNet2DConditionModel(**CONFIGS["sdxl"]).eval()
+
+
+def test_wrong_channel_count_is_explained(sdxl_model):
+    kw = inputs(CONFIGS["sdxl"])
+    kw["sample"] = torch.randn(2, 9, 16, 16)
+    with pytest.raises(ValueError, match=r"9 channels .* in_channels=4"):
+        sdxl_model(**kw)
+
+
+def test_missing_text_states_is_explained(sdxl_model):
+    kw = inputs(CONFIGS["sdxl"])
+    kw["encoder_hidden_states"] = None
+    with pytest.raises(ValueError, match="needs encoder_hidden_states"):
+        sdxl_model(**kw)
+
+
+@pytest.mark.parametrize("missing", ["text_embeds", "time_ids", None])
+def test_missing_sdxl_added_cond_kwargs_is_explained(sdxl_model, missing):
+    kw = inputs(CONFIGS["sdxl"])
+    if missing is None:
+        del kw["added_cond_kwargs"]
+    else:
+        del kw["added_cond_kwargs"][missing]
+    with pytest.raises(ValueError, match=f"added_cond_kwargs.*`{missing or 'text_embeds'}` is missing"):
+        sdxl_model(**kw)
+
+
+def test_bad_timestep_shape_and_sample_rank(sdxl_model):
+    kw = inputs(CONFIGS["sdxl"])
+    with pytest.raises(ValueError, match="timestep must be"):
+        sdxl_model(**{**kw, "timestep": torch.tensor([1, 2, 3])})
+    with pytest.raises(ValueError, match=r"\(batch, channels, height, width\)"):
+        sdxl_model(**{**kw, "sample": torch.randn(4, 16, 16)})
+
+
+def test_num_attention_heads_raises_like_diffusers():
+    with pytest.raises(ValueError, match="naming issue"):
+        UNet2DConditionModel(**SD15, num_attention_heads=4)
+    with pytest.raises(ValueError):
+        diffusers.UNet2DConditionModel(**SD15, num_attention_heads=4)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"addition_embed_type": "image"},
+        {"encoder_hid_dim_type": "image_proj", "encoder_hid_dim": 8},
+        {"dual_cross_attention": True},
+        {"attention_type": "gated"},
+        {"mid_block_type": "UNetMidBlock2DSimpleCrossAttn"},
+        {"time_embedding_type": "fourier"},
+        {"down_block_types": ("SimpleCrossAttnDownBlock2D", "DownBlock2D")},
+    ],
+)
+def test_unsupported_options_name_themselves(option):
+    key = next(iter(option))
+    with pytest.raises(NotImplementedError, match=key.split("_type")[0]):
+        UNet2DConditionModel(**{**SD15, **option})
+
+
+def test_controlnet_and_adapter_residuals_match(make_seeded, assert_close):
+    config = CONFIGS["sd15"]
+    ref = make_seeded(diffusers.UNet2DConditionModel, config)
+    model = UNet2DConditionModel(**config).eval()
+    model.load_state_dict(ref.state_dict())
+    kw = inputs(config)
+    g = torch.Generator().manual_seed(5)
+    shapes = [(2, 32, 16, 16)] * 3 + [(2, 32, 8, 8)] + [(2, 64, 8, 8)] * 2
+    down = tuple(torch.randn(s, generator=g) for s in shapes)
+    mid = torch.randn(2, 64, 8, 8, generator=g)
+    cn = dict(down_block_additional_residuals=down, mid_block_additional_residual=mid)
+    assert_close(run(ref, {**kw, **cn}), run(model, {**kw, **cn}))
+    adapter = [torch.randn(2, 32, 16, 16, generator=g), torch.randn(2, 64, 8, 8, generator=g)]
+    expected = run(ref, {**kw, "down_intrablock_additional_residuals": list(adapter)})
+    assert_close(expected, run(model, {**kw, "down_intrablock_additional_residuals": list(adapter)}))
+
+
+def test_encoder_attention_mask_matches(make_seeded, assert_close):
+    config = CONFIGS["sd21"]
+    ref = make_seeded(diffusers.UNet2DConditionModel, config)
+    model = UNet2DConditionModel(**config).eval()
+    model.load_state_dict(ref.state_dict())
+    kw = inputs(config)
+    kw["encoder_attention_mask"] = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    assert_close(run(ref, kw), run(model, kw))
+    assert not torch.allclose(run(model, {**kw, "encoder_attention_mask": None}), run(model, kw))
+
+
+def test_return_dict_false_and_indexing(sdxl_model):
+    kw = inputs(CONFIGS["sdxl"], batch=1)
+    with torch.no_grad():
+        out = sdxl_model(**kw)
+        tup = sdxl_model(**kw, return_dict=False)
+    assert isinstance(tup, tuple) and len(tup) == 1
+    assert torch.equal(out.sample, tup[0]) and torch.equal(out[0], out["sample"])
+
+
+def test_bfloat16_load_and_dtype_casts(tmp_path, make_seeded, assert_close):
+    config = CONFIGS["sd15"]
+    ref = make_seeded(diffusers.UNet2DConditionModel, config)
+    ref.save_pretrained(tmp_path)
+    model = UNet2DConditionModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    kw = inputs(config)
+    kw16 = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in kw.items()}
+    out = run(model, kw16)
+    assert out.dtype == torch.bfloat16
+    ref16 = diffusers.UNet2DConditionModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+    assert_close(run(ref16, kw16), out, tol=2e-2)
+    assert_close(run(ref, kw), out, tol=5e-2)  # bf16 keeps ~3 significant digits
+    half = model.to(torch.float16)
+    assert half.dtype == torch.float16 and all(p.dtype == torch.float16 for p in half.parameters())
+
+
+def test_gradient_checkpointing_gives_same_gradients(make_seeded):
+    config = CONFIGS["sdxl"]
+    kw = inputs(config, batch=1, size=(8, 8))
+    grads = []
+    for checkpointing in (False, True):
+        model = make_seeded(UNet2DConditionModel, config).train()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+            assert model.is_gradient_checkpointing
+        model(**kw).sample.square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1])

@@ -1,0 +1,85 @@
+"""Attention against the textbook formula and diffusers' Attention module."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sfumato.nn.attention import Attention, mask_to_bias, multi_head_attention, rename_legacy_attention_keys
+
+
+def reference_attention(q, k, v, heads, bias=None):
+    b, n, _ = q.shape
+    split = lambda t: t.view(b, t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+    q, k, v = split(q), split(k), split(v)
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    if bias is not None:
+        scores = scores + bias
+    return (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, -1)
+
+
+def test_multi_head_attention_is_softmax_attention():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (
+        torch.randn(2, 5, 12, generator=g),
+        torch.randn(2, 7, 12, generator=g),
+        torch.randn(2, 7, 12, generator=g),
+    )
+    bias = mask_to_bias(torch.tensor([[1, 1, 0, 1, 1, 1, 0], [1] * 7]), q.dtype, 7)
+    for heads in (1, 3):
+        torch.testing.assert_close(multi_head_attention(q, k, v, heads), reference_attention(q, k, v, heads))
+        torch.testing.assert_close(
+            multi_head_attention(q, k, v, heads, bias), reference_attention(q, k, v, heads, bias)
+        )
+
+
+def test_mask_of_wrong_length_is_explained():
+    with pytest.raises(ValueError, match=r"shape \(batch, 7\)"):
+        mask_to_bias(torch.ones(2, 5), torch.float32, 7)
+
+
+def test_spatial_attention_matches_diffusers():
+    attention_processor = pytest.importorskip("diffusers.models.attention_processor")
+    torch.manual_seed(0)
+    ref = attention_processor.Attention(
+        16,
+        heads=2,
+        dim_head=8,
+        norm_num_groups=4,
+        residual_connection=True,
+        bias=True,
+        rescale_output_factor=2.0,
+        eps=1e-6,
+        upcast_softmax=True,
+        _from_deprecated_attn_block=True,
+    )
+    ours = Attention(
+        16,
+        heads=2,
+        dim_head=8,
+        bias=True,
+        norm_num_groups=4,
+        eps=1e-6,
+        residual_connection=True,
+        rescale_output_factor=2.0,
+    )
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 16, 5, 3)
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_legacy_attention_names():
+    sd = {
+        "encoder.mid_block.attentions.0.query.weight": 1,
+        "encoder.mid_block.attentions.0.proj_attn.bias": 2,
+        "encoder.mid_block.attentions.0.group_norm.weight": 3,
+        "down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_q.weight": 4,
+        "key.weight": 5,  # not inside an attention block: untouched
+    }
+    assert rename_legacy_attention_keys(sd) == {
+        "encoder.mid_block.attentions.0.to_q.weight": 1,
+        "encoder.mid_block.attentions.0.to_out.0.bias": 2,
+        "encoder.mid_block.attentions.0.group_norm.weight": 3,
+        "down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_q.weight": 4,
+        "key.weight": 5,
+    }

@@ -1,0 +1,118 @@
+"""Step-for-step parity with diffusers over a grid of configs.
+
+Full product of step counts on each scheduler's main (Stable Diffusion) config, plus one-factor-at-a-time
+variations (beta schedule, prediction type, spacing, sigma schedule, solver options) at a few step counts.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sched_helpers import SD_BETAS, assert_same_trajectory
+
+# diffusers feeds torch tensors to numpy in a few set_timesteps (thousands of DeprecationWarnings)
+pytestmark = [pytest.mark.parity, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+STEPS = (1, 2, 5, 10, 25, 50)
+VARIATION_STEPS = (2, 10)
+
+SPACINGS = [{"timestep_spacing": "leading", "steps_offset": 1}, {"timestep_spacing": "trailing"}, {"timestep_spacing": "linspace"}]
+BETAS = [{"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}, {"beta_schedule": "squaredcos_cap_v2"}]
+PREDICTIONS = [{"prediction_type": "v_prediction"}, {"prediction_type": "sample"}]
+ZERO_SNR = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}
+SIGMAS = [{"use_karras_sigmas": True}, {"use_exponential_sigmas": True}]
+
+# scheduler -> (main config, variations, stochastic?, overrides for a 1000-step run or None)
+GRID: dict[str, tuple[dict, list[dict], bool, dict | None]] = {
+    "DDPMScheduler": (
+        {**SD_BETAS, "clip_sample": False},
+        SPACINGS + BETAS + PREDICTIONS
+        + [{"clip_sample": True}, {"thresholding": True}, {"variance_type": "fixed_large"}, {"variance_type": "fixed_small_log"}, ZERO_SNR],
+        True,
+        {},
+    ),
+    "DDIMScheduler": (
+        {**SD_BETAS, "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1},
+        SPACINGS + BETAS + PREDICTIONS
+        + [{"clip_sample": True}, {"thresholding": True}, {"set_alpha_to_one": True}, ZERO_SNR],
+        False,
+        {"steps_offset": 0},  # leading + offset 1 would index t=1000
+    ),
+    "EulerDiscreteScheduler": (
+        dict(SD_BETAS),
+        SPACINGS + BETAS + PREDICTIONS + SIGMAS
+        + [{"final_sigmas_type": "sigma_min"}, ZERO_SNR, {"interpolation_type": "log_linear"}, {"timestep_type": "continuous", "prediction_type": "v_prediction"}, {"use_karras_sigmas": True, "sigma_min": 0.1, "sigma_max": 10.0}],
+        False,
+        {},
+    ),
+    "EulerAncestralDiscreteScheduler": (
+        dict(SD_BETAS),
+        SPACINGS + BETAS + [{"prediction_type": "v_prediction"}, ZERO_SNR],
+        True,
+        {},
+    ),
+    "DPMSolverMultistepScheduler": (
+        dict(SD_BETAS),
+        SPACINGS + BETAS + PREDICTIONS + SIGMAS
+        + [
+            {"solver_order": 1}, {"solver_order": 3}, {"solver_type": "heun"}, {"lower_order_final": False},
+            {"euler_at_final": True}, {"final_sigmas_type": "sigma_min"}, {"thresholding": True},
+            {"algorithm_type": "sde-dpmsolver++"}, {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},
+            {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+            {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"},
+            {"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"},
+            {"use_lu_lambdas": True}, ZERO_SNR,
+            {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1},
+        ],
+        True,
+        None,
+    ),
+    "PNDMScheduler": (
+        {**SD_BETAS, "skip_prk_steps": True, "steps_offset": 1},
+        SPACINGS + BETAS + [{"prediction_type": "v_prediction"}, {"set_alpha_to_one": True}, {"skip_prk_steps": False, "__steps__": (5, 10)}],
+        False,
+        {"steps_offset": 0},
+    ),
+    "LMSDiscreteScheduler": (
+        dict(SD_BETAS),
+        SPACINGS + BETAS + PREDICTIONS + SIGMAS,
+        False,
+        {},
+    ),
+    "HeunDiscreteScheduler": (
+        dict(SD_BETAS),
+        SPACINGS + BETAS + PREDICTIONS + SIGMAS + [{"clip_sample": True}],
+        False,
+        None,
+    ),
+    "KDPM2DiscreteScheduler": (
+        dict(SD_BETAS),
+        SPACINGS + BETAS + [{"prediction_type": "v_prediction"}] + SIGMAS,
+        False,
+        None,
+    ),
+    "KDPM2AncestralDiscreteScheduler": (
+        dict(SD_BETAS),
+        SPACINGS + BETAS + [{"prediction_type": "v_prediction"}] + SIGMAS,
+        True,
+        None,
+    ),
+}
+
+
+def _cases():
+    for name, (main, variations, stochastic, thousand) in GRID.items():
+        for n in STEPS:
+            yield pytest.param(name, main, n, stochastic, id=f"{name}-main-{n}")
+        if thousand is not None:
+            yield pytest.param(name, {**main, **thousand}, 1000, stochastic, id=f"{name}-main-1000")
+        for i, var in enumerate(variations):
+            var = dict(var)
+            for n in var.pop("__steps__", VARIATION_STEPS):
+                label = "-".join(f"{k}={v}" for k, v in var.items())
+                yield pytest.param(name, {**main, **var}, n, stochastic, id=f"{name}-{label}-{n}-{i}")
+
+
+@pytest.mark.parametrize(("name", "config", "n", "stochastic"), list(_cases()))
+def test_trajectory_matches_diffusers(name, config, n, stochastic):
+    assert_same_trajectory(name, config, n, seed=0 if stochastic else None)
