@@ -10,6 +10,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ._lazy import lazy_attributes
 from ._version import __version__
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -22,7 +23,7 @@ _LAZY: dict[str, str] = {
     "ModelMixin": "sfumato.models.base",
 }
 
-# Extended by the schedulers / models / pipelines packages as they land; see _register_lazy below.
+# Each subpackage lists its public names in a torch-free `_names.py`; they are exported here too.
 _SUBMODULE_TABLES = ("sfumato.schedulers._names", "sfumato.models._names", "sfumato.pipelines._names")
 
 
@@ -43,17 +44,7 @@ _load_tables()
 __all__ = ["__version__", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    where = _LAZY.get(name)
-    if where is None:
-        raise AttributeError(f"module 'sfumato' has no attribute {name!r}")
-    value = getattr(importlib.import_module(where), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 def _lazy_lookup(name: str) -> Any | None:
