@@ -82,3 +82,29 @@ def test_help_reads_without_torch():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_info_reads_components_from_headers(tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "text_encoder").mkdir()
+    save_file({"a": torch.zeros(10, 10), "b": torch.zeros(5)}, tmp_path / "unet" / "diffusion_pytorch_model.safetensors")
+    save_file({"e": torch.zeros(3, 4, dtype=torch.float16)}, tmp_path / "text_encoder" / "model.safetensors")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "safety_checker": [None, None],
+        "requires_safety_checker": False,
+    }
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    code, out, _ = run_cli(capsys, "info", str(tmp_path), "--json")
+    assert code == 0
+    rows = {r["component"]: r for r in json.loads(out)["components"]}
+    assert rows["unet"]["parameters"] == 105 and rows["unet"]["dtype"] == "F32"
+    assert rows["text_encoder"]["parameters"] == 12 and rows["text_encoder"]["dtype"] == "F16"
+    assert rows["safety_checker"]["class"] == "-"
+    code, out, _ = run_cli(capsys, "info", str(tmp_path))
+    assert code == 0 and "StableDiffusionPipeline" in out and "UNet2DConditionModel" in out
