@@ -156,21 +156,56 @@ SD15_FULL = dict(
     sample_size=64,
     up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
 )
-SDXL_FULL = dict(
-    addition_embed_type="text_time",
-    addition_embed_type_num_heads=64,
-    addition_time_embed_dim=256,
-    attention_head_dim=[5, 10, 20],
-    block_out_channels=[320, 640, 1280],
-    cross_attention_dim=2048,
-    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    sample_size=128,
-    projection_class_embeddings_input_dim=2816,
-    transformer_layers_per_block=[1, 2, 10],
-    upcast_attention=None,
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    use_linear_projection=True,
-)
+# stabilityai/stable-diffusion-xl-base-1.0 unet/config.json, verbatim
+SDXL_FULL = {
+    "_class_name": "UNet2DConditionModel",
+    "_diffusers_version": "0.19.0.dev0",
+    "act_fn": "silu",
+    "addition_embed_type": "text_time",
+    "addition_embed_type_num_heads": 64,
+    "addition_time_embed_dim": 256,
+    "attention_head_dim": [5, 10, 20],
+    "block_out_channels": [320, 640, 1280],
+    "center_input_sample": False,
+    "class_embed_type": None,
+    "class_embeddings_concat": False,
+    "conv_in_kernel": 3,
+    "conv_out_kernel": 3,
+    "cross_attention_dim": 2048,
+    "cross_attention_norm": None,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "encoder_hid_dim": None,
+    "encoder_hid_dim_type": None,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_only_cross_attention": None,
+    "mid_block_scale_factor": 1,
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "num_attention_heads": None,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "projection_class_embeddings_input_dim": 2816,
+    "resnet_out_scale_factor": 1.0,
+    "resnet_skip_time_act": False,
+    "resnet_time_scale_shift": "default",
+    "sample_size": 128,
+    "time_cond_proj_dim": None,
+    "time_embedding_act_fn": None,
+    "time_embedding_dim": None,
+    "time_embedding_type": "positional",
+    "timestep_post_act": None,
+    "transformer_layers_per_block": [1, 2, 10],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "upcast_attention": None,
+    "use_linear_projection": True,
+}
 
 
 def meta_shapes(cls, config: dict) -> dict[str, tuple[int, ...]]:
@@ -187,6 +222,8 @@ def test_real_config_has_diffusers_parameter_names(config):
     assert ours == meta_shapes(diffusers.UNet2DConditionModel, config)
     if config is SD15_FULL:
         assert len(ours) == 686
+    if config is SDXL_FULL:
+        assert len(ours) == 1680
 
 
 @pytest.fixture(scope="module")
@@ -303,6 +340,8 @@ def test_bfloat16_load_and_dtype_casts(tmp_path, make_seeded, assert_close):
     ref16 = diffusers.UNet2DConditionModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
     assert_close(run(ref16, kw16), out, tol=2e-2)
     assert_close(run(ref, kw), out, tol=5e-2)  # bf16 keeps ~3 significant digits
+    fp16 = UNet2DConditionModel.from_pretrained(tmp_path, torch_dtype=torch.float16)
+    assert all(p.dtype == torch.float16 for p in fp16.parameters())
     half = model.to(torch.float16)
     assert half.dtype == torch.float16 and all(p.dtype == torch.float16 for p in half.parameters())
 
@@ -319,3 +358,17 @@ def test_gradient_checkpointing_gives_same_gradients(make_seeded):
         model(**kw).sample.square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_self_attention_mask_and_no_mid_block_match(make_seeded, assert_close):
+    # diffusers applies `attention_mask` to the self-attention, so it must cover H·W tokens of every
+    # transformer stage: here both sit at full resolution (no mid block)
+    config = {**SD15, "layers_per_block": 1, "mid_block_type": None}
+    ref = make_seeded(diffusers.UNet2DConditionModel, config)
+    model = UNet2DConditionModel(**config).eval()
+    model.load_state_dict(ref.state_dict())
+    kw = inputs(config)
+    kw["attention_mask"] = (torch.rand(2, 256, generator=torch.Generator().manual_seed(0)) > 0.3).long()
+    assert_close(run(ref, kw), run(model, kw))
+    with pytest.raises(ValueError, match=r"attention mask must have shape \(batch, 256\)"):
+        model(**{**kw, "attention_mask": torch.ones(2, 7)})

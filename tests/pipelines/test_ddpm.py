@@ -151,12 +151,10 @@ def test_saved_by_sfumato_read_by_diffusers(ddpm_folder, tmp_path):
     assert np.abs(a - b).max() <= 1 / 255
 
 
-def _seed_loop(lib, folder, set_timesteps_first):
+def _seed_loop(lib, folder):
     """The quicktour's hand-written loop (seeds/000) with `lib` = sfumato or diffusers."""
     model = lib.UNet2DModel.from_pretrained(folder, use_safetensors=True)
     scheduler = lib.DDPMScheduler.from_pretrained(folder)
-    if set_timesteps_first:
-        scheduler.set_timesteps(scheduler.config.num_train_timesteps)
     torch.manual_seed(0)
     noisy_sample = torch.randn(
         1, model.config.in_channels, model.config.sample_size, model.config.sample_size
@@ -176,23 +174,9 @@ def _seed_loop(lib, folder, set_timesteps_first):
     return ((image + 1.0) * 127.5).numpy()
 
 
-@pytest.mark.parametrize(
-    "set_timesteps_first",
-    [
-        True,
-        pytest.param(
-            False,
-            marks=pytest.mark.xfail(
-                reason="sfumato.DDPMScheduler.step() requires set_timesteps() first; diffusers' runs with its "
-                "default timesteps (all training steps), which the quicktour relies on (schedulers helper to fix)",
-                raises=ValueError,
-            ),
-        ),
-    ],
-)
-def test_seed_document_loop(flat_folder, set_timesteps_first):
+def test_seed_document_loop(flat_folder):
     import diffusers
 
-    ours = _seed_loop(sfumato, flat_folder, set_timesteps_first)
-    theirs = _seed_loop(diffusers, flat_folder, set_timesteps_first)
+    ours = _seed_loop(sfumato, flat_folder)
+    theirs = _seed_loop(diffusers, flat_folder)
     assert np.abs(ours - theirs).max() <= 1.0

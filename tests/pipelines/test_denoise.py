@@ -253,10 +253,11 @@ def test_progress_bar_can_be_disabled(capsys):
 
 
 def test_strength_closed_form_and_errors(caplog):
-    scheduler = _ddim(10)
+    scheduler = EulerAncestralDiscreteScheduler(**SD_SCHEDULER)
+    scheduler.set_timesteps(10)
     timesteps, steps = denoise.strength_timesteps(scheduler, 10, 0.35)
     assert steps == 3 and timesteps.tolist() == scheduler.timesteps[7:].tolist()
-    assert scheduler._begin_index == 7  # diffusers DDIM keeps it private
+    assert scheduler.begin_index == 7
     timesteps, steps = denoise.strength_timesteps(_ddim(2), 2, 0.1)
     assert steps == 0 and len(timesteps) == 0 and "runs no denoising step" in caplog.text
     for bad in (-0.1, 1.5, float("nan")):
@@ -288,3 +289,45 @@ def test_randn_tensor_generator_list_and_latent_checks():
     )
     with pytest.raises(ValueError, match=r"shape \(1, 4, 9, 9\), expected \(1, 4, 8, 8\)"):
         denoise.prepare_latents((1, 4, 8, 8), scheduler, latents=torch.ones(1, 4, 9, 9))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DDIMScheduler",
+        "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
+    ],
+)
+def test_loop_with_sfumato_schedulers_matches_diffusers(tiny_unet_cond, name):
+    """Same loop, sfumato's scheduler on our side and diffusers' on theirs (txt2img and img2img)."""
+    import diffusers
+
+    import sfumato
+
+    unet = tiny_unet_cond()
+    theirs = getattr(diffusers, name)(**SD_SCHEDULER)
+    pipe = _oracle(StableDiffusionImg2ImgPipeline, unet, theirs)
+    neg, pos = _embeds(4)
+    image_latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    for strength in (1.0, 0.5):
+        expected = pipe(
+            prompt_embeds=pos, negative_prompt_embeds=neg, image=image_latents, strength=strength, eta=0.3,
+            num_inference_steps=4, output_type="latent", generator=torch.Generator().manual_seed(6),
+        ).images  # fmt: skip
+        # diffusers' SD pipelines patch clip_sample/steps_offset but leave them in `_use_default_values`
+        config = {k: v for k, v in pipe.scheduler.config.items() if k != "_use_default_values"}
+        scheduler = getattr(sfumato, name).from_config(config)
+        generator = torch.Generator().manual_seed(6)
+        denoise.set_timesteps(scheduler, 4)
+        timesteps, _ = denoise.strength_timesteps(scheduler, 4, strength)
+        noise = denoise.randn_tensor((1, 4, 8, 8), generator)
+        latents = scheduler.add_noise(image_latents, noise, timesteps[:1])
+        with torch.no_grad():
+            out = denoise.run(
+                unet, scheduler, latents, timesteps, guidance=ClassifierFreeGuidance(7.5),
+                conditioning=Conditioning(encoder_hidden_states=torch.cat([neg, pos])),
+                step_kwargs={"eta": 0.3, "generator": generator}, progress_bar=False,
+            )  # fmt: skip
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)

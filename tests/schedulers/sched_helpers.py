@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -25,28 +26,34 @@ def make_pair(name: str, config: dict):
     return ours, theirs
 
 
-def trajectory(scheduler, n: int | None, seed: int | None = 0, step_kwargs=None, set_kwargs=None, use_global=False):
+def trajectory(
+    scheduler, n: int | None, seed: int | None = 0, step_kwargs=None, set_kwargs=None, use_global=False
+):
     """Run a full sampling loop; returns (timesteps, sigmas or None, init_noise_sigma, [x after each step])."""
     scheduler.set_timesteps(n, **(set_kwargs or {}))
-    x = torch.linspace(-1, 1, math.prod(SHAPE)).reshape(SHAPE) * float(scheduler.init_noise_sigma)
+    init_sigma = float(getattr(scheduler, "init_noise_sigma", 1.0))  # flow matching has none
+    x = torch.linspace(-1, 1, math.prod(SHAPE)).reshape(SHAPE) * init_sigma
     gen = None
     if use_global:
         torch.manual_seed(seed)
     elif seed is not None:
         gen = torch.Generator().manual_seed(seed)
     kwargs = dict(step_kwargs or {})
-    if gen is not None:
+    if gen is not None and "generator" in inspect.signature(scheduler.step).parameters:
         kwargs["generator"] = gen
     out = []
     for t in scheduler.timesteps:
-        model_in = scheduler.scale_model_input(x, t)
+        model_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
         x = scheduler.step(stand_in_model(model_in, t), t, x, **kwargs).prev_sample
         out.append(x)
     sigmas = getattr(scheduler, "sigmas", None)
-    return scheduler.timesteps, sigmas, float(scheduler.init_noise_sigma), out
+    return scheduler.timesteps, sigmas, init_sigma, out
 
 
 def assert_same_trajectory(name: str, config: dict, n, rtol: float = 1e-5, **kwargs) -> None:
+    config = dict(config)
+    set_kwargs = {"mu": config.pop("__mu__")} if "__mu__" in config else None
+    kwargs.setdefault("set_kwargs", set_kwargs)
     ours, theirs = make_pair(name, config)
     t_ours, s_ours, init_ours, x_ours = trajectory(ours, n, **kwargs)
     t_theirs, s_theirs, init_theirs, x_theirs = trajectory(theirs, n, **kwargs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sched_helpers import SD_BETAS, assert_same_trajectory
+from schedulers.sched_helpers import SD_BETAS, assert_same_trajectory
 
 # diffusers feeds torch tensors to numpy in a few set_timesteps (thousands of DeprecationWarnings)
 pytestmark = [pytest.mark.parity, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -16,8 +16,15 @@ pytestmark = [pytest.mark.parity, pytest.mark.filterwarnings("ignore::Deprecatio
 STEPS = (1, 2, 5, 10, 25, 50)
 VARIATION_STEPS = (2, 10)
 
-SPACINGS = [{"timestep_spacing": "leading", "steps_offset": 1}, {"timestep_spacing": "trailing"}, {"timestep_spacing": "linspace"}]
-BETAS = [{"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}, {"beta_schedule": "squaredcos_cap_v2"}]
+SPACINGS = [
+    {"timestep_spacing": "leading", "steps_offset": 1},
+    {"timestep_spacing": "trailing"},
+    {"timestep_spacing": "linspace"},
+]
+BETAS = [
+    {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02},
+    {"beta_schedule": "squaredcos_cap_v2"},
+]
 PREDICTIONS = [{"prediction_type": "v_prediction"}, {"prediction_type": "sample"}]
 ZERO_SNR = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}
 SIGMAS = [{"use_karras_sigmas": True}, {"use_exponential_sigmas": True}]
@@ -26,22 +33,41 @@ SIGMAS = [{"use_karras_sigmas": True}, {"use_exponential_sigmas": True}]
 GRID: dict[str, tuple[dict, list[dict], bool, dict | None]] = {
     "DDPMScheduler": (
         {**SD_BETAS, "clip_sample": False},
-        SPACINGS + BETAS + PREDICTIONS
-        + [{"clip_sample": True}, {"thresholding": True}, {"variance_type": "fixed_large"}, {"variance_type": "fixed_small_log"}, ZERO_SNR],
+        SPACINGS
+        + BETAS
+        + PREDICTIONS
+        + [
+            {"clip_sample": True},
+            {"thresholding": True},
+            {"variance_type": "fixed_large"},
+            {"variance_type": "fixed_small_log"},
+            ZERO_SNR,
+        ],
         True,
         {},
     ),
     "DDIMScheduler": (
         {**SD_BETAS, "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1},
-        SPACINGS + BETAS + PREDICTIONS
+        SPACINGS
+        + BETAS
+        + PREDICTIONS
         + [{"clip_sample": True}, {"thresholding": True}, {"set_alpha_to_one": True}, ZERO_SNR],
         False,
         {"steps_offset": 0},  # leading + offset 1 would index t=1000
     ),
     "EulerDiscreteScheduler": (
         dict(SD_BETAS),
-        SPACINGS + BETAS + PREDICTIONS + SIGMAS
-        + [{"final_sigmas_type": "sigma_min"}, ZERO_SNR, {"interpolation_type": "log_linear"}, {"timestep_type": "continuous", "prediction_type": "v_prediction"}, {"use_karras_sigmas": True, "sigma_min": 0.1, "sigma_max": 10.0}],
+        SPACINGS
+        + BETAS
+        + PREDICTIONS
+        + SIGMAS
+        + [
+            {"final_sigmas_type": "sigma_min"},
+            ZERO_SNR,
+            {"interpolation_type": "log_linear"},
+            {"timestep_type": "continuous", "prediction_type": "v_prediction"},
+            {"use_karras_sigmas": True, "sigma_min": 0.1, "sigma_max": 10.0},
+        ],
         False,
         {},
     ),
@@ -53,15 +79,25 @@ GRID: dict[str, tuple[dict, list[dict], bool, dict | None]] = {
     ),
     "DPMSolverMultistepScheduler": (
         dict(SD_BETAS),
-        SPACINGS + BETAS + PREDICTIONS + SIGMAS
+        SPACINGS
+        + BETAS
+        + PREDICTIONS
+        + SIGMAS
         + [
-            {"solver_order": 1}, {"solver_order": 3}, {"solver_type": "heun"}, {"lower_order_final": False},
-            {"euler_at_final": True}, {"final_sigmas_type": "sigma_min"}, {"thresholding": True},
-            {"algorithm_type": "sde-dpmsolver++"}, {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},
+            {"solver_order": 1},
+            {"solver_order": 3},
+            {"solver_type": "heun"},
+            {"lower_order_final": False},
+            {"euler_at_final": True},
+            {"final_sigmas_type": "sigma_min"},
+            {"thresholding": True},
+            {"algorithm_type": "sde-dpmsolver++"},
+            {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},
             {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
             {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"},
             {"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"},
-            {"use_lu_lambdas": True}, ZERO_SNR,
+            {"use_lu_lambdas": True},
+            ZERO_SNR,
             {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1},
         ],
         True,
@@ -69,7 +105,13 @@ GRID: dict[str, tuple[dict, list[dict], bool, dict | None]] = {
     ),
     "PNDMScheduler": (
         {**SD_BETAS, "skip_prk_steps": True, "steps_offset": 1},
-        SPACINGS + BETAS + [{"prediction_type": "v_prediction"}, {"set_alpha_to_one": True}, {"skip_prk_steps": False, "__steps__": (5, 10)}],
+        SPACINGS
+        + BETAS
+        + [
+            {"prediction_type": "v_prediction"},
+            {"set_alpha_to_one": True},
+            {"skip_prk_steps": False, "__steps__": (5, 10)},
+        ],
         False,
         {"steps_offset": 0},
     ),
@@ -97,12 +139,99 @@ GRID: dict[str, tuple[dict, list[dict], bool, dict | None]] = {
         True,
         None,
     ),
+    "UniPCMultistepScheduler": (
+        dict(SD_BETAS),
+        SPACINGS
+        + BETAS
+        + PREDICTIONS
+        + SIGMAS
+        + [
+            {"solver_order": 1},
+            {"solver_order": 3},
+            {"solver_type": "bh1"},
+            {"predict_x0": False},
+            {"lower_order_final": False},
+            {"final_sigmas_type": "sigma_min"},
+            {"disable_corrector": [0, 1]},
+            {"thresholding": True},
+            {"use_karras_sigmas": True, "final_sigmas_type": "sigma_min"},
+            {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": 3.0},
+            ZERO_SNR,
+        ],
+        False,
+        None,
+    ),
+    "LCMScheduler": (
+        {},
+        PREDICTIONS
+        + [
+            {"set_alpha_to_one": False},
+            {"original_inference_steps": 100},
+            {"thresholding": True},
+            {"clip_sample": True},
+        ]
+        + BETAS,
+        True,
+        None,
+    ),
+    "DEISMultistepScheduler": (
+        dict(SD_BETAS),
+        SPACINGS
+        + BETAS
+        + PREDICTIONS
+        + SIGMAS
+        + [
+            {"solver_order": 1},
+            {"solver_order": 3},
+            {"lower_order_final": False},
+            {"thresholding": True},
+            {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": 3.0},
+        ],
+        False,
+        None,
+    ),
+    "DPMSolverSinglestepScheduler": (
+        dict(SD_BETAS),
+        BETAS
+        + PREDICTIONS
+        + SIGMAS
+        + [
+            {"solver_order": 1},
+            {"solver_order": 3},
+            {"solver_type": "heun"},
+            {"solver_type": "heun", "solver_order": 3},
+            {"lower_order_final": True},
+            {"thresholding": True},
+            {"final_sigmas_type": "sigma_min", "solver_order": 3},
+            {"algorithm_type": "sde-dpmsolver++"},
+            {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+            {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3},
+            {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": 3.0},
+            {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1},
+        ],
+        True,
+        None,
+    ),
+    "FlowMatchEulerDiscreteScheduler": (
+        {"shift": 3.0},
+        [
+            {"shift": 1.0},
+            {"use_dynamic_shifting": True, "__mu__": 0.8},
+            {"use_dynamic_shifting": True, "time_shift_type": "linear", "__mu__": 1.5},
+            *SIGMAS,
+            {"shift_terminal": 0.02},
+            {"invert_sigmas": True},
+            {"stochastic_sampling": True},
+        ],
+        True,
+        {},
+    ),
 }
 
 
 def _cases():
     for name, (main, variations, stochastic, thousand) in GRID.items():
-        for n in STEPS:
+        for n in STEPS if name != "LCMScheduler" else (1, 2, 4, 8, 25, 50):
             yield pytest.param(name, main, n, stochastic, id=f"{name}-main-{n}")
         if thousand is not None:
             yield pytest.param(name, {**main, **thousand}, 1000, stochastic, id=f"{name}-main-1000")

@@ -15,7 +15,7 @@ from .errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import generate, info
+    from . import generate, info, train
 
     parser = argparse.ArgumentParser(
         prog="sfumato",
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     generate.add_parser(commands)
     info.add_parser(commands)
+    train.add_parser(commands)
     return parser
 
 

@@ -156,7 +156,9 @@ class UNet2DConditionModel(ModelMixin):
         self.encoder_hid_proj = None
         if encoder_hid_dim is not None:
             # the only projection sfumato implements: "text_proj" (a Linear on the text states)
-            self.encoder_hid_proj = nn.Linear(encoder_hid_dim, per_block(cross_attention_dim, n, "x")[0])
+            self.encoder_hid_proj = nn.Linear(
+                encoder_hid_dim, per_block(cross_attention_dim, n, "cross_attention_dim")[0]
+            )
         self.class_embedding = build_class_embedding(self.config, block_out_channels[0], time_embed_dim)
         if addition_embed_type == "text_time":
             self.add_time_proj = Timesteps(addition_time_embed_dim, flip_sin_to_cos, freq_shift)
@@ -315,60 +317,65 @@ class UNet2DConditionModel(ModelMixin):
         context = encoder_hidden_states
         if self.encoder_hid_proj is not None:
             context = self.encoder_hid_proj(context)
-        cond = CrossAttnInputs(
-            context,
-            None if attention_mask is None else attention_mask,
-            mask_to_bias(encoder_attention_mask, sample.dtype, context.shape[1])
-            if context is not None
-            else None,
-        )
-        if self.config.center_input_sample:
-            sample = 2 * sample - 1.0
-
-        controlnet = down_block_additional_residuals is not None and mid_block_additional_residual is not None
+        cross_bias = None
+        if context is not None:
+            cross_bias = mask_to_bias(encoder_attention_mask, sample.dtype, context.shape[1])
+        cond = CrossAttnInputs(context, attention_mask, cross_bias)  # self mask converted per resolution
+        controlnet = None
+        if down_block_additional_residuals is not None and mid_block_additional_residual is not None:
+            controlnet = (down_block_additional_residuals, mid_block_additional_residual)
         adapter = list(down_intrablock_additional_residuals or ())
         if down_block_additional_residuals is not None and mid_block_additional_residual is None:
             adapter = list(down_block_additional_residuals)  # legacy T2I-Adapter spelling
 
-        x = self.conv_in(sample)
+        if self.config.center_input_sample:
+            sample = 2 * sample - 1.0
+        x, skips = self._down(self.conv_in(sample), emb, cond, adapter)
+        if controlnet is not None:
+            skips = [s + r for s, r in zip(skips, controlnet[0])]
+        if self.mid_block is not None:
+            x = self.mid_block(x, emb, self._cond_for(self.mid_block, cond, x))
+            if adapter and x.shape == adapter[0].shape:
+                x = x + adapter.pop(0)
+        if controlnet is not None:
+            x = x + controlnet[1]
+        x = self._up(x, skips, emb, cond, needs_upsample_size(sample, self.num_upsamplers))
+        if self.conv_norm_out is not None:
+            x = self.conv_act(self.conv_norm_out(x))
+        return finish(UNet2DConditionOutput(sample=self.conv_out(x)), return_dict)
+
+    def _down(
+        self, x: Tensor, emb: Tensor, cond: CrossAttnInputs, adapter: list[Tensor]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Down stages; returns the output and every skip tensor (conv_in output first)."""
         skips = [x]
         for block in self.down_blocks:
             if block.has_cross_attention:
                 extra = adapter.pop(0) if adapter else None
-                x, res = block(x, emb, self._cond_for(cond, x), additional_residual=extra)
+                x, res = block(x, emb, self._cond_for(block, cond, x), additional_residual=extra)
             else:
                 x, res = block(x, emb)
                 if adapter:
                     x = x + adapter.pop(0)
                     res = (*res[:-1], x)  # the last skip is the block output itself
             skips.extend(res)
-        if controlnet:
-            skips = [s + r for s, r in zip(skips, down_block_additional_residuals)]
+        return x, skips
 
-        if self.mid_block is not None:
-            x = (
-                self.mid_block(x, emb, self._cond_for(cond, x))
-                if self.mid_block.has_cross_attention
-                else self.mid_block(x, emb)
-            )
-            if adapter and x.shape == adapter[0].shape:
-                x = x + adapter.pop(0)
-        if controlnet:
-            x = x + mid_block_additional_residual
-
-        forward_size = needs_upsample_size(sample, self.num_upsamplers)
+    def _up(
+        self, x: Tensor, skips: list[Tensor], emb: Tensor, cond: CrossAttnInputs, forward_size: bool
+    ) -> Tensor:
+        """Up stages, each consuming its skips; with odd sizes each upsampler matches the next skip's size."""
         for i, block in enumerate(self.up_blocks):
             res = take_skips(skips, len(block.resnets))
             size = tuple(skips[-1].shape[2:]) if forward_size and i < len(self.up_blocks) - 1 else None
-            x = block(x, res, emb, self._cond_for(cond, x), upsample_size=size)
-
-        if self.conv_norm_out is not None:
-            x = self.conv_act(self.conv_norm_out(x))
-        return finish(UNet2DConditionOutput(sample=self.conv_out(x)), return_dict)
+            x = block(x, res, emb, self._cond_for(block, cond, x), upsample_size=size)
+        return x
 
     @staticmethod
-    def _cond_for(cond: CrossAttnInputs, x: Tensor) -> CrossAttnInputs:
-        """Attention inputs at the resolution of `x`: the self-attention mask must cover its H·W tokens."""
+    def _cond_for(block: nn.Module, cond: CrossAttnInputs, x: Tensor) -> CrossAttnInputs | None:
+        """Attention inputs of `block` at the resolution of `x` (a self-attention mask covers its H·W tokens)."""
+        if not block.has_cross_attention:
+            return None
         if cond.self_bias is None:
             return cond
         bias = mask_to_bias(cond.self_bias, x.dtype, x.shape[-2] * x.shape[-1])

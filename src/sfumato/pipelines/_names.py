@@ -7,4 +7,11 @@ NAMES: dict[str, str] = {
     "DDIMPipeline": _P + "ddpm",
     "ImagePipelineOutput": _P + "outputs",
     "StableDiffusionPipelineOutput": _P + "outputs",
+    "StableDiffusionPipeline": _P + "stable_diffusion",
+    "StableDiffusionImg2ImgPipeline": _P + "stable_diffusion_img2img",
+    "StableDiffusionInpaintPipeline": _P + "stable_diffusion_inpaint",
+    "StableDiffusionXLPipeline": _P + "stable_diffusion_xl",
+    "AutoPipelineForText2Image": _P + "auto",
+    "AutoPipelineForImage2Image": _P + "auto",
+    "AutoPipelineForInpainting": _P + "auto",
 }

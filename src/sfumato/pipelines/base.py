@@ -182,6 +182,7 @@ class DiffusionPipeline(ConfigMixin):
         index = read_config_file(id_or_folder, cls.config_name, **hub)
         pipeline_cls = _pipeline_class(cls, index)
         names, config_names = pipeline_cls._signature()
+        kwargs = _drop_loader_options(pipeline_cls, index, kwargs)
         passed = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
         unknown = [k for k in kwargs if k not in config_names]
         if unknown:
@@ -233,24 +234,46 @@ class DiffusionPipeline(ConfigMixin):
         folder = Path(save_directory)
         if folder.exists() and not folder.is_dir():
             raise FileExistsError(f"cannot save a pipeline into {folder}: it is a file, expected a folder")
+        unsaveable = [
+            n for n, c in self.components.items() if c is not None and not hasattr(c, "save_pretrained")
+        ]
+        if unsaveable:
+            raise TypeError(f"cannot save components {unsaveable}: they have no save_pretrained method")
         folder.mkdir(parents=True, exist_ok=True)
+        options = dict(safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size)
         for name, component in self.components.items():
-            save = getattr(component, "save_pretrained", None)
-            if component is None:
-                continue
-            if save is None:
-                raise TypeError(
-                    f"component {name!r} ({type(component).__name__}) has no save_pretrained method"
+            if component is not None:
+                component.save_pretrained(
+                    folder / name, **accepted_kwargs(component.save_pretrained, **options)
                 )
-            options = dict(
-                safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
-            )
-            save(folder / name, **accepted_kwargs(save, **options))
         self.save_config(folder)
         return folder
 
 
 # --------------------------------------------------------------------------- from_pretrained helpers
+
+
+# diffusers loading options that change nothing in sfumato (loading is always lean, never ONNX)
+_NO_OP_OPTIONS = {
+    "low_cpu_mem_usage": None,
+    "resume_download": None,
+    "use_onnx": False,
+    "output_loading_info": False,
+}
+_UNSUPPORTED_OPTIONS = ("custom_pipeline", "custom_revision", "trust_remote_code", "device_map", "provider")
+
+
+def _drop_loader_options(cls: type, index: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove diffusers loading options that are no-ops here; refuse the unsupported ones clearly."""
+    kwargs = dict(kwargs)
+    for key in _UNSUPPORTED_OPTIONS:
+        if kwargs.pop(key, None) not in (None, False):
+            raise ValueError(f"{cls.__name__}.from_pretrained: `{key}` is not supported by sfumato")
+    for key, harmless in _NO_OP_OPTIONS.items():
+        if kwargs.pop(key, harmless) and harmless is False:
+            raise ValueError(f"{cls.__name__}.from_pretrained: `{key}=True` is not supported by sfumato")
+    # `safety_checker=None` for a component the folder lists but this class does not use: nothing to do
+    return {k: v for k, v in kwargs.items() if not (v is None and isinstance(index.get(k), list))}
 
 
 def _pipeline_class(cls: type[DiffusionPipeline], index: dict[str, Any]) -> type[DiffusionPipeline]:
@@ -298,5 +321,5 @@ def _check_passed(name: str, value: Any, entry: list[str | None] | None) -> Any:
     expected = registry.resolve(*entry, component=name)
     if isinstance(value, ModelMixin) and isinstance(expected, type) and issubclass(expected, ModelMixin):
         if not isinstance(value, expected):
-            raise TypeError(f"`{name}` must be a {expected.__name__}, got a {type(value).__name__}")
+            raise TypeError(f"`{name}` must be a {expected.__name__}, got {type(value).__name__}")
     return value

@@ -12,9 +12,13 @@ NAMES: dict[str, str] = {
     "PNDMScheduler": _S + "pndm",
     "LMSDiscreteScheduler": _S + "lms",
     "HeunDiscreteScheduler": _S + "heun",
-    "UniPCMultistepScheduler": _S + "unipc",
     "KDPM2DiscreteScheduler": _S + "kdpm2",
     "KDPM2AncestralDiscreteScheduler": _S + "kdpm2",
+    "UniPCMultistepScheduler": _S + "unipc",
+    "DEISMultistepScheduler": _S + "deis",
+    "DPMSolverSinglestepScheduler": _S + "dpm_singlestep",
+    "LCMScheduler": _S + "lcm",
+    "FlowMatchEulerDiscreteScheduler": _S + "flow_match",
 }
 # Names only reachable as `sfumato.schedulers.X` (not re-exported at the top level).
 PACKAGE_NAMES: dict[str, str] = {

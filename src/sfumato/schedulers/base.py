@@ -72,7 +72,9 @@ def randn(shape: tuple, generator: Any, device: torch.device, dtype: torch.dtype
     if len(gens) != shape[0]:
         raise ValueError(f"got {len(gens)} generators for a batch of {shape[0]}; pass one per batch element")
     one = (1, *shape[1:])
-    return torch.cat([torch.randn(one, generator=g, device=rand_device, dtype=dtype) for g in gens]).to(device)
+    return torch.cat([torch.randn(one, generator=g, device=rand_device, dtype=dtype) for g in gens]).to(
+        device
+    )
 
 
 def broadcast_to(values: Tensor, x: Tensor) -> Tensor:
@@ -195,11 +197,15 @@ class StepIndexMixin:
         return matches[1 if len(matches) > 1 else 0].item()
 
     def _index_not_found(self, timestep: Any) -> int:
-        raise ValueError(f"timestep {timestep!r} is not in this scheduler's timesteps; pass one of scheduler.timesteps")
+        raise ValueError(
+            f"timestep {timestep!r} is not in this scheduler's timesteps; pass one of scheduler.timesteps"
+        )
 
     def _init_step_index(self, timestep: Any) -> None:
         if self._step_index is None:
-            self._step_index = self.index_for_timestep(timestep) if self._begin_index is None else self._begin_index
+            self._step_index = (
+                self.index_for_timestep(timestep) if self._begin_index is None else self._begin_index
+            )
 
     def _reset_steps(self) -> None:
         self._step_index = None

@@ -16,7 +16,9 @@ from .schedules import TimestepSpacing, train_schedule
 from .solvers.ddpm import ddpm_noise_std, ddpm_posterior_mean
 from .timesteps import integer_timesteps
 
-VarianceType = Literal["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"]
+VarianceType = Literal[
+    "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"
+]
 
 DDPMSchedulerOutput = SchedulerOutputWithX0
 
@@ -46,7 +48,9 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         rescale_betas_zero_snr: bool = False,
     ) -> None:
         allowed = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
-        self.betas, self.alphas_cumprod = train_schedule(self.own_config, zero_snr_nudge=False, allowed=allowed)
+        self.betas, self.alphas_cumprod = train_schedule(
+            self.own_config, zero_snr_nudge=False, allowed=allowed
+        )
         self.alphas = 1.0 - self.betas
         self.one = torch.tensor(1.0)
         self.init_noise_sigma = 1.0
@@ -70,6 +74,8 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
 
     def previous_timestep(self, timestep: Any) -> Any:
         """The timestep that follows `timestep` in the schedule (-1 after the last)."""
+        if not self.custom_timesteps and self.num_inference_steps is None:
+            return timestep - 1  # default schedule: every training step
         index = (self.timesteps == timestep).nonzero(as_tuple=True)[0]
         if len(index) == 0:
             raise ValueError(f"timestep {timestep!r} is not in this scheduler's timesteps")
@@ -84,12 +90,17 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> DDPMSchedulerOutput | tuple:
-        """One ancestral step from `timestep` to the previous one."""
-        self._require_timesteps()
+        """One ancestral step from `timestep` to the previous one.
+
+        Unlike the other schedulers this works without `set_timesteps` (all training steps, like diffusers).
+        """
         t = timestep
         prev_t = self.previous_timestep(t)
         predicted_variance = None
-        if model_output.shape[1] == sample.shape[1] * 2 and self.config.variance_type in ("learned", "learned_range"):
+        if model_output.shape[1] == sample.shape[1] * 2 and self.config.variance_type in (
+            "learned",
+            "learned_range",
+        ):
             model_output, predicted_variance = torch.split(model_output, sample.shape[1], dim=1)
         alpha_bar = self.alphas_cumprod[t]
         alpha_bar_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.one

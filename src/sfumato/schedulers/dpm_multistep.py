@@ -62,7 +62,10 @@ class DPMSolverMultistepScheduler(MultistepBase):
             self.register_to_config(algorithm_type="dpmsolver++")
         if solver_type not in ("midpoint", "heun"):
             self.register_to_config(solver_type="midpoint")
-        if self.config.algorithm_type not in ("dpmsolver++", "sde-dpmsolver++") and final_sigmas_type == "zero":
+        if (
+            self.config.algorithm_type not in ("dpmsolver++", "sde-dpmsolver++")
+            and final_sigmas_type == "zero"
+        ):
             raise ValueError(
                 f"final_sigmas_type='zero' needs algorithm_type 'dpmsolver++' or 'sde-dpmsolver++' "
                 f"(got {self.config.algorithm_type!r}); use final_sigmas_type='sigma_min'"
@@ -70,7 +73,9 @@ class DPMSolverMultistepScheduler(MultistepBase):
         if solver_order not in (1, 2, 3):
             raise ValueError(f"solver_order must be 1, 2 or 3, got {solver_order}")
         if use_lu_lambdas and (use_karras_sigmas or use_exponential_sigmas):
-            raise ValueError("use_lu_lambdas cannot be combined with use_karras_sigmas / use_exponential_sigmas")
+            raise ValueError(
+                "use_lu_lambdas cannot be combined with use_karras_sigmas / use_exponential_sigmas"
+            )
         self._init_vp_schedule()
 
     def set_timesteps(
@@ -98,7 +103,7 @@ class DPMSolverMultistepScheduler(MultistepBase):
             t, s = self._lu_grid(num_inference_steps, kwargs)
         else:
             t, s = dpm_sigma_grid(cfg, self.alphas_cumprod, num_inference_steps, timesteps, **kwargs)
-        self.sigmas = torch.from_numpy(s)
+        self._set_sigmas(torch.from_numpy(s))
         self.timesteps = torch.from_numpy(t).to(device=device, dtype=torch.int64)
         self.num_inference_steps = len(t)
         self._reset_history()
@@ -149,8 +154,7 @@ class DPMSolverMultistepScheduler(MultistepBase):
                 noise = randn(m.shape, generator, m.device, torch.float32)
             else:
                 noise = variance_noise.to(device=m.device, dtype=torch.float32)
-        pairs = [self._alpha_sigma_t(self.sigmas[j]) for j in (i + 1, i, i - 1, i - 2)]
-        alphas, sigmas = [p[0] for p in pairs], [p[1] for p in pairs]
+        alphas, sigmas = self._alpha_sigma_at((i + 1, i, i - 1, i - 2))
         if cfg.solver_order == 1 or self.lower_order_nums < 1 or final_low:
             prev = dpmpp.first_order(x, m, alphas[:2], sigmas[:2], algorithm, noise)
         elif cfg.solver_order == 2 or self.lower_order_nums < 2 or second_low:

@@ -63,7 +63,9 @@ class EulerDiscreteScheduler(SigmaSchedulerBase):
     ) -> None:
         """Choose the sampling grid: a step count, or custom descending `timesteps` or `sigmas`."""
         if timesteps is not None and self._continuous_v:
-            raise ValueError("custom timesteps cannot be used with timestep_type='continuous' and v_prediction")
+            raise ValueError(
+                "custom timesteps cannot be used with timestep_type='continuous' and v_prediction"
+            )
         t, s = ve_sigma_grid(
             self.own_config,
             self.alphas_cumprod,

@@ -63,7 +63,9 @@ class HeunDiscreteScheduler(SigmaSchedulerBase):
     ) -> None:
         """n steps (2n - 1 model evaluations) or custom descending `timesteps`."""
         if num_train_timesteps not in (None, self.config.num_train_timesteps):
-            raise ValueError("num_train_timesteps differs from the config; build a scheduler with that config instead")
+            raise ValueError(
+                "num_train_timesteps differs from the config; build a scheduler with that config instead"
+            )
         t, s = ve_sigma_grid(self.own_config, self.alphas_cumprod, num_inference_steps, timesteps)
         self.num_inference_steps = len(t)
         self._set_grid(t, s, device)
@@ -78,7 +80,9 @@ class HeunDiscreteScheduler(SigmaSchedulerBase):
         self._begin_step(timestep)
         i = self._step_index
         first = self.state_in_first_order
-        sigma, sigma_next = (self.sigmas[i], self.sigmas[i + 1]) if first else (self.sigmas[i - 1], self.sigmas[i])
+        sigma, sigma_next = (
+            (self.sigmas[i], self.sigmas[i + 1]) if first else (self.sigmas[i - 1], self.sigmas[i])
+        )
         x0 = x0_ve(model_output, sample, sigma if first else sigma_next, self.config.prediction_type)
         if self.config.clip_sample:
             x0 = x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)

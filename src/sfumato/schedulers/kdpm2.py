@@ -66,14 +66,20 @@ class KDPM2DiscreteScheduler(SigmaSchedulerBase):
     ) -> None:
         """n steps, 2n - 1 model evaluations at interleaved (step, midpoint) timesteps."""
         if num_train_timesteps not in (None, self.config.num_train_timesteps):
-            raise ValueError("num_train_timesteps differs from the config; build a scheduler with that config instead")
-        t, s = ve_sigma_grid(self.own_config, self.alphas_cumprod, num_inference_steps, round_respaced=True, cast=False)
+            raise ValueError(
+                "num_train_timesteps differs from the config; build a scheduler with that config instead"
+            )
+        t, s = ve_sigma_grid(
+            self.own_config, self.alphas_cumprod, num_inference_steps, round_respaced=True, cast=False
+        )
         self.num_inference_steps = num_inference_steps
         self._set_grid(t, s, device)
         sigmas = self.sigmas
         self.log_sigmas = torch.from_numpy(np.log(sigmas_from_alpha_bar(self.alphas_cumprod)))
         mid = self._midpoint_tables(sigmas)
-        t_mid = torch.from_numpy(sigma_to_t(mid.numpy(), self.log_sigmas.numpy())).to(torch.from_numpy(t).dtype)
+        t_mid = torch.from_numpy(sigma_to_t(mid.numpy(), self.log_sigmas.numpy())).to(
+            torch.from_numpy(t).dtype
+        )
         t = torch.from_numpy(t)
         self.timesteps = torch.cat([t[:1], self._interleave_timesteps(t_mid, t)]).to(device)
         self.sigmas = _twice(sigmas)

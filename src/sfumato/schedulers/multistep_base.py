@@ -32,7 +32,7 @@ class MultistepBase(StepIndexMixin, SigmaNoiseMixin, SchedulerMixin):
         self.alpha_t = torch.sqrt(self.alphas_cumprod)
         self.sigma_t = torch.sqrt(1 - self.alphas_cumprod)
         self.lambda_t = torch.log(self.alpha_t) - torch.log(self.sigma_t)
-        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+        self._set_sigmas(((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5)
         n = self.config.num_train_timesteps
         self.timesteps = torch.arange(n - 1, -1, -1, dtype=torch.float32)
         self.num_inference_steps: int | None = None
@@ -55,8 +55,18 @@ class MultistepBase(StepIndexMixin, SigmaNoiseMixin, SchedulerMixin):
             return 1 - sigma, sigma
         return alpha_sigma_from_ve(sigma)
 
+    def _set_sigmas(self, sigmas: Tensor) -> None:
+        """Store the step sigmas and their (alpha_t, sigma_t), computed once instead of per step."""
+        self.sigmas = sigmas
+        self._alpha_tab, self._sigma_tab = self._alpha_sigma_t(sigmas)
+
+    def _alpha_sigma_at(self, indices: tuple[int, ...]) -> tuple[list[Tensor], list[Tensor]]:
+        """(alphas, sigmas) of the VP form at the given step indices."""
+        return [self._alpha_tab[j] for j in indices], [self._sigma_tab[j] for j in indices]
+
     def _current_alpha_sigma(self) -> tuple[Tensor, Tensor]:
-        return self._alpha_sigma_t(self.sigmas[self._step_index])
+        i = self._step_index
+        return self._alpha_tab[i], self._sigma_tab[i]
 
     def _strip_learned_variance(self, model_output: Tensor) -> Tensor:
         if self.own_config.get("variance_type") in ("learned", "learned_range"):
@@ -85,7 +95,9 @@ class MultistepBase(StepIndexMixin, SigmaNoiseMixin, SchedulerMixin):
         alpha_t, sigma_t = self._current_alpha_sigma()
         eps = eps_vp(model_output, sample, alpha_t, sigma_t, cfg.prediction_type)
         if cfg.get("thresholding"):
-            x0 = dynamic_threshold((sample - sigma_t * eps) / alpha_t, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
+            x0 = dynamic_threshold(
+                (sample - sigma_t * eps) / alpha_t, cfg.dynamic_thresholding_ratio, cfg.sample_max_value
+            )
             eps = (sample - alpha_t * x0) / sigma_t
         return eps
 

@@ -56,4 +56,7 @@ class SigmaNoiseMixin:
         diffusers' Euler indexes alpha_bar by the *step index* of t instead; we use t itself.
         """
         alpha_bar = self.alphas_cumprod.to(sample)[timesteps.to(sample.device).round().long()]
-        return broadcast_to(alpha_bar**0.5, sample) * noise - broadcast_to((1 - alpha_bar) ** 0.5, sample) * sample
+        return (
+            broadcast_to(alpha_bar**0.5, sample) * noise
+            - broadcast_to((1 - alpha_bar) ** 0.5, sample) * sample
+        )

@@ -120,7 +120,9 @@ class PNDMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         """One linear multistep step (the first one is a two-evaluation step when PRK is skipped)."""
         self._require_timesteps()
         if not self.config.skip_prk_steps and len(self.ets) < 3:
-            raise ValueError("PNDM's PLMS steps need the 3 PRK warm-up steps first; use scheduler.timesteps in order")
+            raise ValueError(
+                "PNDM's PLMS steps need the 3 PRK warm-up steps first; use scheduler.timesteps in order"
+            )
         prev_t = timestep - self._ratio()
         if self.counter != 1:
             self.ets = [*self.ets[-3:], model_output]
@@ -140,5 +142,6 @@ class PNDMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
     def _transfer(self, x: Tensor, t: Any, prev_t: Any, model_output: Tensor) -> Tensor:
         alpha_bar = self.alphas_cumprod[t]
         alpha_bar_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.final_alpha_cumprod
-        eps = eps_vp(model_output, x, alpha_bar**0.5, (1 - alpha_bar) ** 0.5, self.config.prediction_type)
+        kind = self.config.prediction_type
+        eps = model_output if kind == "epsilon" else eps_vp(model_output, x, alpha_bar**0.5, (1 - alpha_bar) ** 0.5, kind)
         return pndm_transfer(x, eps, alpha_bar, alpha_bar_prev)

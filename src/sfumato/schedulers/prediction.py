@@ -17,7 +17,9 @@ PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "sample", "v_prediction")
 
 
 def _unknown(prediction_type: str, valid: tuple[str, ...] = PREDICTION_TYPES) -> ValueError:
-    return ValueError(f"unknown prediction_type {prediction_type!r}; use one of {', '.join(map(repr, valid))}")
+    return ValueError(
+        f"unknown prediction_type {prediction_type!r}; use one of {', '.join(map(repr, valid))}"
+    )
 
 
 def x0_vp(model_output: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, prediction_type: str) -> Tensor:

@@ -166,7 +166,9 @@ def sigma_schedule(config: dict) -> str:
             f"use_{flags[0]}_sigmas and use_{flags[1]}_sigmas are mutually exclusive; set at most one to True"
         )
     if flags == ["beta"]:
-        raise ValueError("use_beta_sigmas is not supported by sfumato (it needs scipy); use karras or exponential")
+        raise ValueError(
+            "use_beta_sigmas is not supported by sfumato (it needs scipy); use karras or exponential"
+        )
     return flags[0] if flags else "default"
 
 
@@ -186,3 +188,14 @@ def interleave(values: Tensor, last: int = 0) -> Tensor:
     """
     end = len(values) - last
     return torch.cat([values[:1], values[1:end].repeat_interleave(2), values[end:]])
+
+
+def shift_sigmas(sigmas, shift: float):
+    """SD3's resolution shift of flow-matching noise levels: s -> shift*s / (1 + (shift - 1)*s)."""
+    return shift * sigmas / (1 + (shift - 1) * sigmas)
+
+
+def time_shift(kind: str, mu: float, sigmas, power: float = 1.0):
+    """Flux-style dynamic shift by mu (exponential: e^mu / (e^mu + (1/s - 1)^power); linear: mu / (...))."""
+    scale = math.exp(mu) if kind == "exponential" else mu
+    return scale / (scale + (1 / sigmas - 1) ** power)

@@ -54,7 +54,9 @@ class SigmaSchedulerBase(StepIndexMixin, SigmaNoiseMixin, SchedulerMixin):
 
     def _begin_step(self, timestep: Any, reject_int: bool = False) -> None:
         self._require_timesteps()
-        if reject_int and (isinstance(timestep, int) or (isinstance(timestep, Tensor) and not timestep.is_floating_point())):
+        if reject_int and (
+            isinstance(timestep, int) or (isinstance(timestep, Tensor) and not timestep.is_floating_point())
+        ):
             raise ValueError(
                 f"{type(self).__name__}.step() got the integer {timestep!r}: pass one of scheduler.timesteps "
                 "(not the loop index from enumerate)"

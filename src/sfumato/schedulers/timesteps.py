@@ -26,7 +26,9 @@ def integer_timesteps(config: Any, n: int | None, custom: Any = None) -> tuple[n
     if custom is not None:
         values = check_descending(custom)
         if values[0] >= num_train:
-            raise ValueError(f"custom timesteps must start below num_train_timesteps={num_train}, got {values[0]}")
+            raise ValueError(
+                f"custom timesteps must start below num_train_timesteps={num_train}, got {values[0]}"
+            )
         return np.array(values, dtype=np.int64), True
     if n is None:
         raise ValueError("pass num_inference_steps (or custom timesteps)")
@@ -38,7 +40,9 @@ def integer_timesteps(config: Any, n: int | None, custom: Any = None) -> tuple[n
 def float_timesteps(config: Any, n: int) -> np.ndarray:
     """Float32 descending timesteps for the Euler family (linspace points are not rounded)."""
     check_num_steps(n, config.num_train_timesteps)
-    grid = timestep_grid(config.timestep_spacing, n, config.num_train_timesteps, config.steps_offset, rounded=False)
+    grid = timestep_grid(
+        config.timestep_spacing, n, config.num_train_timesteps, config.steps_offset, rounded=False
+    )
     return grid.astype(np.float32)
 
 
@@ -58,9 +62,15 @@ def ve_sigma_grid(
     Either `n` steps with the configured spacing and sigma schedule (karras / exponential), or custom
     descending `timesteps`, or custom descending `sigmas` (whose last entry is the final sigma).
     """
-    given = [k for k, v in (("num_inference_steps", n), ("timesteps", timesteps), ("sigmas", sigmas)) if v is not None]
+    given = [
+        k
+        for k, v in (("num_inference_steps", n), ("timesteps", timesteps), ("sigmas", sigmas))
+        if v is not None
+    ]
     if len(given) != 1:
-        raise ValueError(f"pass exactly one of num_inference_steps, timesteps or sigmas (got {given or 'none'})")
+        raise ValueError(
+            f"pass exactly one of num_inference_steps, timesteps or sigmas (got {given or 'none'})"
+        )
     kind = sigma_schedule(config)
     train = sigmas_from_alpha_bar(alpha_bar)  # (num_train,) ascending in t
     log_sigmas = np.log(train)
@@ -130,7 +140,8 @@ def dpm_sigma_grid(
         t = np.array(check_descending(custom)).astype(np.int64)
     else:
         check_num_steps(n, num_train)
-        t = dpm_timestep_grid(config.timestep_spacing, n, num_train, config.steps_offset, last_timestep or num_train)
+        spacing, offset = config.get("timestep_spacing", "linspace"), config.get("steps_offset", 0)
+        t = dpm_timestep_grid(spacing, n, num_train, offset, last_timestep or num_train)
     if kind in ("karras", "exponential"):
         s = respace_sigmas(kind, train[::-1].copy(), len(t))
         t = sigma_to_t(s, log_sigmas)

@@ -61,7 +61,9 @@ class UniPCMultistepScheduler(MultistepBase):
         if solver_p is not None:
             raise ValueError("solver_p is not supported by sfumato's UniPCMultistepScheduler; leave it None")
         if use_dynamic_shifting or shift_terminal:
-            raise ValueError("use_dynamic_shifting / shift_terminal are not supported yet by UniPCMultistepScheduler")
+            raise ValueError(
+                "use_dynamic_shifting / shift_terminal are not supported yet by UniPCMultistepScheduler"
+            )
         self.predict_x0 = predict_x0
         self.disable_corrector = list(disable_corrector)
         self.solver_p = None
@@ -82,7 +84,9 @@ class UniPCMultistepScheduler(MultistepBase):
     ) -> None:
         """Choose `num_inference_steps` steps with the configured spacing; resets history."""
         if sigmas is not None or mu is not None:
-            raise ValueError("custom sigmas / mu are only meaningful with flow sigmas, which sfumato's UniPC does not take")
+            raise ValueError(
+                "custom sigmas / mu are only meaningful with flow sigmas, which sfumato's UniPC does not take"
+            )
         cfg = self.own_config
         t, s = dpm_sigma_grid(
             cfg,
@@ -93,7 +97,7 @@ class UniPCMultistepScheduler(MultistepBase):
             flow_shift=cfg.flow_shift,
             flow_include_one=True,
         )
-        self.sigmas = torch.from_numpy(s)
+        self._set_sigmas(torch.from_numpy(s))
         self.timesteps = torch.from_numpy(t).to(device=device, dtype=torch.int64)
         self.num_inference_steps = len(t)
         self._reset_history()
@@ -105,11 +109,11 @@ class UniPCMultistepScheduler(MultistepBase):
 
     def _lambdas(self, last: int, count: int) -> list[Tensor]:
         """log-SNR of the points last-count+1 .. last (newest last)."""
-        return [log_snr(*self._alpha_sigma_t(self.sigmas[j])) for j in range(last - count + 1, last + 1)]
+        return [log_snr(self._alpha_tab[j], self._sigma_tab[j]) for j in range(last - count + 1, last + 1)]
 
     def _coeffs(self, t: int, s0: int) -> tuple[tuple, tuple]:
-        (a_t, s_t), (a_s0, s_s0) = self._alpha_sigma_t(self.sigmas[t]), self._alpha_sigma_t(self.sigmas[s0])
-        return (a_t, a_s0), (s_t, s_s0)
+        a, s = self._alpha_sigma_at((t, s0))
+        return tuple(a), tuple(s)
 
     def step(
         self, model_output: Tensor, timestep: int | Tensor, sample: Tensor, return_dict: bool = True

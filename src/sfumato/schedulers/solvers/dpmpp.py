@@ -29,7 +29,9 @@ def _noise_term(sigma_t: Tensor, h: Tensor, noise: Tensor | None, plus: bool) ->
     return sigma_t * torch.sqrt(torch.exp(2 * h) - 1.0) * noise
 
 
-def first_order(x: Tensor, m0: Tensor, a: tuple, s: tuple, algorithm: str, noise: Tensor | None = None) -> Tensor:
+def first_order(
+    x: Tensor, m0: Tensor, a: tuple, s: tuple, algorithm: str, noise: Tensor | None = None
+) -> Tensor:
     """DPM-Solver-1 (= DDIM) from s0 to t; `a`, `s` are (alpha, sigma) at (t, s0)."""
     (alpha_t, alpha_s), (sigma_t, sigma_s) = a, s
     h = log_snr(alpha_t, sigma_t) - log_snr(alpha_s, sigma_s)
@@ -70,14 +72,22 @@ def second_order(
         return (alpha_t / alpha_0) * x - c * d0 - c1 * d1
     if algorithm == "sde-dpmsolver++":
         c = alpha_t * (1 - torch.exp(-2.0 * h))
-        c1 = 0.5 * c if solver_type == "midpoint" else alpha_t * ((1.0 - torch.exp(-2.0 * h)) / (-2.0 * h) + 1.0)
-        return (sigma_t / sigma_0 * torch.exp(-h)) * x + c * d0 + c1 * d1 + _noise_term(sigma_t, h, noise, True)
+        c1 = (
+            0.5 * c
+            if solver_type == "midpoint"
+            else alpha_t * ((1.0 - torch.exp(-2.0 * h)) / (-2.0 * h) + 1.0)
+        )
+        return (
+            (sigma_t / sigma_0 * torch.exp(-h)) * x + c * d0 + c1 * d1 + _noise_term(sigma_t, h, noise, True)
+        )
     c = sigma_t * (torch.exp(h) - 1.0)
     c1 = c if solver_type == "midpoint" else 2.0 * (sigma_t * ((torch.exp(h) - 1.0) / h - 1.0))
     return (alpha_t / alpha_0) * x - 2.0 * c * d0 - c1 * d1 + _noise_term(sigma_t, h, noise, False)
 
 
-def third_order(x: Tensor, m: list, a: tuple, s: tuple, algorithm: str, noise: Tensor | None = None) -> Tensor:
+def third_order(
+    x: Tensor, m: list, a: tuple, s: tuple, algorithm: str, noise: Tensor | None = None
+) -> Tensor:
     """Multistep DPM-Solver-3 from s0 to t using outputs at s0, s1, s2; `a`, `s` over (t, s0, s1, s2)."""
     lam_t, lam_0, lam_1, lam_2 = (log_snr(ai, si) for ai, si in zip(a, s))
     alpha_t, alpha_0 = a[0], a[1]

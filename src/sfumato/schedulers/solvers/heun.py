@@ -18,4 +18,3 @@ def heun_step(x: Tensor, d: Tensor, d_next: Tensor, dt: Tensor) -> Tensor:
 def midpoint_step(x: Tensor, d_mid: Tensor, dt: Tensor) -> Tensor:
     """Full step with the derivative taken at the (log-)midpoint sigma (DPM-Solver-2)."""
     return x + d_mid * dt
-

@@ -50,7 +50,9 @@ def _base(x, m0, a_t, s_t, a_s0, s_s0, h_phi_1, predict_x0: bool) -> tuple:
     return a_t / a_s0 * x - s_t * h_phi_1 * m0, s_t
 
 
-def unipc_predict(x: Tensor, ms: list, lam: list, at: tuple, st: tuple, order: int, solver_type: str, predict_x0: bool) -> Tensor:
+def unipc_predict(
+    x: Tensor, ms: list, lam: list, at: tuple, st: tuple, order: int, solver_type: str, predict_x0: bool
+) -> Tensor:
     """UniP-p: x at t from x at s0; `at`, `st` are (alpha, sigma) at (t, s0)."""
     (a_t, a_s0), (s_t, s_s0) = at, st
     lambda_s0 = log_snr(a_s0, s_s0)
@@ -69,7 +71,15 @@ def unipc_predict(x: Tensor, ms: list, lam: list, at: tuple, st: tuple, order: i
 
 
 def unipc_correct(
-    x: Tensor, model_t: Tensor, ms: list, lam: list, at: tuple, st: tuple, order: int, solver_type: str, predict_x0: bool
+    x: Tensor,
+    model_t: Tensor,
+    ms: list,
+    lam: list,
+    at: tuple,
+    st: tuple,
+    order: int,
+    solver_type: str,
+    predict_x0: bool,
 ) -> Tensor:
     """UniC-p: refine x_t (already predicted) with the model output `model_t` evaluated there."""
     (a_t, a_s0), (s_t, s_s0) = at, st

@@ -1,0 +1,181 @@
+"""Stable Diffusion text2img / img2img / inpaint: the same folder and seeds give the same images as diffusers."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+import sfumato
+from pipelines.sd.components import PROMPT, assert_images_close, make_image, make_mask, quiet
+from sfumato.schedulers._names import NAMES as SCHEDULERS
+
+pytestmark = pytest.mark.parity
+
+# every sfumato scheduler that diffusers lists as compatible with SD's (Karras-family) schedulers
+SCHEDULER_NAMES = sorted(
+    set(SCHEDULERS) & set(getattr(__import__("diffusers"), "PNDMScheduler")._compatibles)
+)
+
+
+def _generator(seed):
+    if isinstance(seed, list):
+        return [torch.Generator().manual_seed(s) for s in seed]
+    return torch.Generator().manual_seed(seed)
+
+
+def _both(pipes, seed=0, **kwargs):
+    """Call both pipelines with the same arguments and fresh generators; returns (theirs, ours) outputs."""
+    theirs, ours = pipes
+    kwargs.setdefault("num_inference_steps", 2)
+    kwargs.setdefault("output_type", "np")
+    return (
+        theirs(generator=_generator(seed), **kwargs).images,
+        ours(generator=_generator(seed), **kwargs).images,
+    )
+
+
+def _as(cls_name, pipes):
+    """New pipelines of class `cls_name` sharing the session pipelines' components."""
+    import diffusers
+
+    theirs, ours = pipes
+    return quiet(
+        getattr(diffusers, cls_name)(**theirs.components),
+        getattr(sfumato, cls_name)(**ours.components),
+    )
+
+
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_text2img_every_scheduler(sd_pipes, name):
+    import diffusers
+
+    theirs, ours = _as("StableDiffusionPipeline", sd_pipes)
+    theirs.scheduler = getattr(diffusers, name).from_config(theirs.scheduler.config)
+    ours.scheduler = getattr(sfumato, name).from_config(ours.scheduler.config)
+    assert_images_close(*_both((theirs, ours), prompt=PROMPT))
+
+
+def test_text2img_without_guidance(sd_pipes):
+    assert_images_close(*_both(sd_pipes, prompt=PROMPT, guidance_scale=1.0, num_inference_steps=3))
+
+
+def test_text2img_batches_generators_and_options(sd_pipes):
+    """Two prompts x 2 images each, one generator per image, negatives, rescale and eta in one call."""
+    theirs, ours = _both(
+        sd_pipes, seed=[1, 2, 3, 4], prompt=[PROMPT, "a red house"], negative_prompt=["blurry", "dark"],
+        num_images_per_prompt=2, guidance_rescale=0.7, eta=0.5,
+    )  # fmt: skip
+    assert ours.shape == (4, 64, 64, 3)
+    assert_images_close(theirs, ours)
+    assert not np.allclose(ours[0], ours[1])  # different generators, different images
+
+
+def test_text2img_size_and_embeds(sd_pipes):
+    theirs, ours = sd_pipes
+    embeds, negative = theirs.encode_prompt(PROMPT, "cpu", 1, True, "ugly")
+    ours_embeds, ours_negative = ours.encode_prompt(PROMPT, "cpu", 1, True, "ugly")
+    torch.testing.assert_close(ours_embeds, embeds)
+    torch.testing.assert_close(ours_negative, negative)
+    out = _both(sd_pipes, prompt_embeds=embeds, negative_prompt_embeds=negative, height=48, width=32)
+    assert out[1].shape == (1, 48, 32, 3)
+    assert_images_close(*out)
+
+
+def test_clip_skip(sd_pipes):
+    """diffusers' clip_skip breaks on transformers 5 (no `.text_model`), so its input is built by hand here."""
+    theirs, ours = sd_pipes
+    ids = theirs.tokenizer(PROMPT, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    hidden = theirs.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+    embeds = theirs.text_encoder.final_layer_norm(hidden)
+    kwargs = dict(num_inference_steps=2, output_type="np", guidance_scale=1.0)
+    expected = theirs(prompt_embeds=embeds, generator=_generator(0), **kwargs).images
+    got = ours(PROMPT, clip_skip=1, generator=_generator(0), **kwargs).images
+    assert_images_close(expected, got)
+    assert not np.allclose(got, ours(PROMPT, generator=_generator(0), **kwargs).images, atol=1e-4)
+
+
+@pytest.mark.parametrize("output_type", ["pil", "pt", "latent"])
+def test_output_types(sd_pipes, output_type):
+    theirs, ours = _both(sd_pipes, prompt=PROMPT, output_type=output_type, guidance_scale=1.0)
+    if output_type == "pil":
+        assert isinstance(ours[0], PIL.Image.Image) and ours[0].size == (64, 64)
+        theirs, ours = np.stack(theirs) / 255.0, np.stack(ours) / 255.0
+    else:
+        assert isinstance(ours, torch.Tensor)
+        assert ours.shape == ((1, 3, 64, 64) if output_type == "pt" else (1, 4, 8, 8))
+        theirs, ours = theirs.numpy(), ours.numpy()
+    assert_images_close(theirs, ours, atol=1 / 255 if output_type != "latent" else 1e-4)
+
+
+def test_return_dict_false(sd_pipes):
+    out = sd_pipes[1](PROMPT, num_inference_steps=1, output_type="np", return_dict=False)
+    assert isinstance(out, tuple) and len(out) == 2 and out[1] is None and out[0].shape == (1, 64, 64, 3)
+
+
+def test_callback_changes_latents(sd_pipes):
+    seen = {"diffusers": [], "sfumato": []}
+
+    def callback(pipe, i, t, tensors):
+        seen[type(pipe).__module__.split(".")[0]].append((i, tuple(tensors["prompt_embeds"].shape)))
+        return {"latents": tensors["latents"] * 0.5} if i == 0 else {}
+
+    kwargs = dict(
+        callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"]
+    )
+    theirs, ours = _both(sd_pipes, prompt=PROMPT, **kwargs)
+    assert_images_close(theirs, ours)
+    assert seen["sfumato"] == seen["diffusers"]
+    assert len(seen["sfumato"]) == len(sd_pipes[1].scheduler.timesteps)  # PNDM: 2 steps, 3 timesteps
+    assert {shape for _, shape in seen["sfumato"]} == {(2, 77, 32)}  # [negative, positive] embeddings
+    plain = sd_pipes[1](PROMPT, num_inference_steps=2, output_type="np", generator=_generator(0)).images
+    assert not np.allclose(plain, ours, atol=1e-3)  # the callback's change reached the output
+
+
+def test_img2img(sd_pipes):
+    pipes = _as("StableDiffusionImg2ImgPipeline", sd_pipes)
+    image = make_image()
+    theirs, ours = _both(pipes, prompt=PROMPT, image=image, strength=0.6, num_inference_steps=4)
+    assert_images_close(theirs, ours)
+    # a list of generators: one VAE posterior sample and one noise draw per image
+    out = _both(pipes, seed=[5, 6], prompt=PROMPT, image=image, strength=0.75, num_inference_steps=3,
+                num_images_per_prompt=2, guidance_scale=1.0)  # fmt: skip
+    assert_images_close(*out)
+
+
+def test_img2img_stochastic_scheduler(sd_pipes):
+    import diffusers
+
+    theirs, ours = _as("StableDiffusionImg2ImgPipeline", sd_pipes)
+    theirs.scheduler = diffusers.EulerAncestralDiscreteScheduler.from_config(theirs.scheduler.config)
+    ours.scheduler = sfumato.EulerAncestralDiscreteScheduler.from_config(ours.scheduler.config)
+    out = _both(
+        (theirs, ours), prompt=[PROMPT, "a boat"], image=make_image(3), strength=0.9, num_inference_steps=3
+    )
+    assert_images_close(*out)
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.7])
+def test_inpaint_9_channel(sd_inpaint_pipes, strength):
+    out = _both(sd_inpaint_pipes, prompt=PROMPT, image=make_image(), mask_image=make_mask(), strength=strength,
+                num_inference_steps=3)  # fmt: skip
+    assert_images_close(*out)
+
+
+def test_inpaint_9_channel_batch_without_guidance(sd_inpaint_pipes):
+    out = _both(sd_inpaint_pipes, seed=[7, 8], prompt=PROMPT, image=make_image(1), mask_image=make_mask(),
+                num_images_per_prompt=2, guidance_scale=1.0)  # fmt: skip
+    assert_images_close(*out)
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_inpaint_4_channel_blending(sd_pipes, strength):
+    import diffusers
+
+    theirs, ours = _as("StableDiffusionInpaintPipeline", sd_pipes)
+    # a stochastic scheduler: the generator draws (VAE samples, noise, steps) must come in the same order
+    theirs.scheduler = diffusers.EulerAncestralDiscreteScheduler.from_config(theirs.scheduler.config)
+    ours.scheduler = sfumato.EulerAncestralDiscreteScheduler.from_config(ours.scheduler.config)
+    image, mask = make_image(2), make_mask()
+    theirs_out, ours_out = _both((theirs, ours), prompt=PROMPT, image=image, mask_image=mask, strength=strength,
+                                 num_inference_steps=3)  # fmt: skip
+    assert_images_close(theirs_out, ours_out)
