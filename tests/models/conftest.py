@@ -36,6 +36,6 @@ def seeded(cls, config: dict, seed: int = 0):
     return model.eval()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_seeded():
     return seeded

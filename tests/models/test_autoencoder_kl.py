@@ -43,12 +43,10 @@ def image(batch: int = 2, h: int = 24, w: int = 16, seed: int = 0) -> torch.Tens
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(tmp_path_factory, make_seeded):
     """A seeded diffusers VAE and the sfumato VAE loaded from its saved folder."""
-    from conftest import seeded
-
     folder = tmp_path_factory.mktemp("vae")
-    ref = seeded(diffusers.AutoencoderKL, SD_VAE)
+    ref = make_seeded(diffusers.AutoencoderKL, SD_VAE)
     ref.save_pretrained(folder)
     return ref, AutoencoderKL.from_pretrained(folder)
 

@@ -243,6 +243,9 @@ def test_missing_text_states_is_explained(sdxl_model):
     kw["encoder_hidden_states"] = None
     with pytest.raises(ValueError, match="needs encoder_hidden_states"):
         sdxl_model(**kw)
+    kw["encoder_hidden_states"] = torch.randn(2, 7, 32)
+    with pytest.raises(ValueError, match=r"shape \(batch, tokens, 40\) .* got \(2, 7, 32\)"):
+        sdxl_model(**kw)
 
 
 @pytest.mark.parametrize("missing", ["text_embeds", "time_ids", None])
@@ -347,7 +350,7 @@ def test_bfloat16_load_and_dtype_casts(tmp_path, make_seeded, assert_close):
 
 
 def test_gradient_checkpointing_gives_same_gradients(make_seeded):
-    config = CONFIGS["sdxl"]
+    config = {**CONFIGS["sdxl"], "layers_per_block": 1}
     kw = inputs(config, batch=1, size=(8, 8))
     grads = []
     for checkpointing in (False, True):

@@ -186,3 +186,35 @@ def test_deleted_component_folder_is_named(tmp_path):
     shutil.rmtree(tmp_path / "unet")
     with pytest.raises(FileNotFoundError, match="unet"):
         DDPMPipeline.from_pretrained(tmp_path)
+
+
+def test_diffusers_loading_options(saved):
+    index_path = saved / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index_path.write_text(
+        json.dumps({**index, "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"]})
+    )
+    # tutorial-style kwargs: no-ops here, or a component the class does not have set to None
+    loaded = TextPipe.from_pretrained(
+        saved, low_cpu_mem_usage=True, use_safetensors=True, safety_checker=None
+    )
+    assert loaded.text_encoder is not None
+    with pytest.raises(ValueError, match="`custom_pipeline` is not supported"):
+        TextPipe.from_pretrained(saved, custom_pipeline="lpw_stable_diffusion")
+    with pytest.raises(ValueError, match="`use_onnx=True` is not supported"):
+        TextPipe.from_pretrained(saved, use_onnx=True)
+
+
+def test_unsaveable_component_fails_before_writing(pipe, tmp_path):
+    pipe.feature_extractor = object()
+    with pytest.raises(TypeError, match="\\['feature_extractor'\\]"):
+        pipe.save_pretrained(tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_passed_component_replaces_an_unloadable_entry(saved, text_encoders):
+    index_path = saved / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index_path.write_text(json.dumps({**index, "text_encoder": ["mylib", "MyEncoder"]}))
+    loaded = TextPipe.from_pretrained(saved, text_encoder=text_encoders[0])
+    assert loaded.text_encoder is text_encoders[0]

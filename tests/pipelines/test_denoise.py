@@ -331,3 +331,34 @@ def test_loop_with_sfumato_schedulers_matches_diffusers(tiny_unet_cond, name):
                 step_kwargs={"eta": 0.3, "generator": generator}, progress_bar=False,
             )  # fmt: skip
         torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ddim", "heun"])
+@pytest.mark.parametrize("denoising_start", [0.8, 0.5, 0.35])
+def test_denoising_start_and_end_match_sdxl(name, denoising_start):
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    theirs, ours = SCHEDULERS[name](), SCHEDULERS[name]()
+    for s in (theirs, ours):
+        s.set_timesteps(10)
+    fake = types.SimpleNamespace(scheduler=theirs)
+    expected = StableDiffusionXLImg2ImgPipeline.get_timesteps(
+        fake, 10, 0.3, "cpu", denoising_start=denoising_start
+    )
+    timesteps, steps = denoise.strength_timesteps(ours, 10, 0.3, denoising_start=denoising_start)
+    assert steps == expected[1] and timesteps.tolist() == expected[0].tolist()
+    assert ours.__dict__.get("_begin_index") == theirs.__dict__.get("_begin_index")
+    # the base model's end: exactly the timesteps the refiner does not run
+    end = denoise.denoising_end_timesteps(ours, ours.timesteps, denoising_start)
+    if name == "ddim":
+        assert end.tolist() + timesteps.tolist() == ours.timesteps.tolist()
+    assert denoise.denoising_end_timesteps(ours, ours.timesteps, None) is ours.timesteps
+
+
+def test_nan_latents_are_reported():
+    class NanUNet:
+        def __call__(self, x, t, **kwargs):
+            return torch.full_like(x, float("nan"))
+
+    with pytest.raises(FloatingPointError, match="NaN or infinite latents"):
+        denoise.run(NanUNet(), _ddim(2), torch.ones(1, 4, 8, 8), progress_bar=False)

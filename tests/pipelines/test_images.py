@@ -56,7 +56,6 @@ def test_numpy_and_tensor_match_diffusers(oracle):
 
 def test_latent_tensor_passes_through_but_rgba_images_do_not(oracle):
     latents = torch.randn(1, 4, 8, 8)
-    assert images.preprocess_image(latents) is not None
     torch.testing.assert_close(images.preprocess_image(latents), latents)
     rgba = _rgb(mode="RGBA")
     ours = images.preprocess_image(rgba)
@@ -127,6 +126,8 @@ def test_mask_arrays_match_diffusers(oracle):
     torch.testing.assert_close(images.preprocess_mask(batch), oracle["mask"].preprocess(batch))
     t = torch.from_numpy(soft)
     torch.testing.assert_close(images.preprocess_mask(t[None]), oracle["mask"].preprocess(t[None]))
+    three = torch.stack([t, 1 - t, t.flip(0)])  # (B, H, W) with B = 3: three masks, not RGB
+    torch.testing.assert_close(images.preprocess_mask(three), oracle["mask"].preprocess(three))
     torch.testing.assert_close(
         images.preprocess_mask(t[None, None], 24, 24), oracle["mask"].preprocess(t[None, None], 24, 24)
     )

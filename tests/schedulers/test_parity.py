@@ -27,7 +27,7 @@ BETAS = [
 ]
 PREDICTIONS = [{"prediction_type": "v_prediction"}, {"prediction_type": "sample"}]
 ZERO_SNR = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}
-SIGMAS = [{"use_karras_sigmas": True}, {"use_exponential_sigmas": True}]
+SIGMAS = [{"use_karras_sigmas": True}, {"use_exponential_sigmas": True}, {"use_beta_sigmas": True}]
 
 # scheduler -> (main config, variations, stochastic?, overrides for a 1000-step run or None)
 GRID: dict[str, tuple[dict, list[dict], bool, dict | None]] = {
@@ -101,7 +101,7 @@ GRID: dict[str, tuple[dict, list[dict], bool, dict | None]] = {
             {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1},
         ],
         True,
-        None,
+        {},
     ),
     "PNDMScheduler": (
         {**SD_BETAS, "skip_prk_steps": True, "steps_offset": 1},
@@ -156,6 +156,18 @@ GRID: dict[str, tuple[dict, list[dict], bool, dict | None]] = {
             {"thresholding": True},
             {"use_karras_sigmas": True, "final_sigmas_type": "sigma_min"},
             {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": 3.0},
+            {
+                "use_flow_sigmas": True,
+                "prediction_type": "flow_prediction",
+                "use_dynamic_shifting": True,
+                "__mu__": 0.9,
+            },
+            {
+                "use_flow_sigmas": True,
+                "prediction_type": "flow_prediction",
+                "flow_shift": 5.0,
+                "shift_terminal": 0.1,
+            },
             ZERO_SNR,
         ],
         False,
@@ -245,3 +257,47 @@ def _cases():
 @pytest.mark.parametrize(("name", "config", "n", "stochastic"), list(_cases()))
 def test_trajectory_matches_diffusers(name, config, n, stochastic):
     assert_same_trajectory(name, config, n, seed=0 if stochastic else None)
+
+
+CUSTOM_GRIDS = [
+    ("DDPMScheduler", {"timesteps": [999, 800, 600, 400, 250, 100, 10]}),
+    ("EulerDiscreteScheduler", {"timesteps": [999.0, 750.5, 500.0, 250.0, 3.0]}),
+    ("EulerDiscreteScheduler", {"sigmas": [14.6, 7.0, 3.0, 1.0, 0.3, 0.0]}),
+    ("HeunDiscreteScheduler", {"timesteps": [999, 700, 400, 100]}),
+    ("DPMSolverMultistepScheduler", {"timesteps": [999, 850, 736, 645, 545, 455, 343, 233, 124, 24]}),
+    ("LCMScheduler", {"timesteps": [999, 759, 499, 259]}),
+    ("FlowMatchEulerDiscreteScheduler", {"sigmas": [1.0, 0.8, 0.5, 0.2, 0.05]}),
+    ("FlowMatchEulerDiscreteScheduler", {"timesteps": [1000.0, 750.0, 500.0, 250.0]}),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "grid"), CUSTOM_GRIDS, ids=[f"{n}-{next(iter(g))}" for n, g in CUSTOM_GRIDS]
+)
+def test_custom_grids_match_diffusers(name, grid):
+    config = dict(SD_BETAS) if name not in ("LCMScheduler", "FlowMatchEulerDiscreteScheduler") else {}
+    assert_same_trajectory(name, config, None, seed=0, set_kwargs=grid)
+
+
+@pytest.mark.parametrize("variance_type", ["learned", "learned_range"])
+def test_ddpm_learned_variance_matches_diffusers(variance_type):
+    import torch
+
+    from schedulers.sched_helpers import make_pair, stand_in_model
+
+    ours, theirs = make_pair(
+        "DDPMScheduler", {**SD_BETAS, "variance_type": variance_type, "clip_sample": False}
+    )
+    results = []
+    for scheduler in (ours, theirs):
+        scheduler.set_timesteps(10)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.linspace(-1, 1, 256).reshape(1, 4, 8, 8)
+        for t in scheduler.timesteps:
+            eps = stand_in_model(x, t)
+            predicted = (
+                0.5 * torch.tanh(x) if variance_type == "learned_range" else 1e-3 * (1.1 + torch.sin(x))
+            )
+            x = scheduler.step(torch.cat([eps, predicted], dim=1), t, x, generator=gen).prev_sample
+        results.append(x)
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)

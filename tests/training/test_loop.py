@@ -3,7 +3,7 @@
 import torch
 from torch.utils.data import TensorDataset
 
-from sfumato.training.loop import TrainConfig, latest_checkpoint, train
+from sfumato.training.loop import TrainConfig, _lr_factor, latest_checkpoint, train
 
 
 def _problem(seed=0):
@@ -87,3 +87,28 @@ def test_old_checkpoints_are_pruned(tmp_path):
     )
     kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert kept == ["step-0000030", "step-0000040"]
+
+
+def _run(path, **kw):
+    net = _net()
+    train(_config(path, **kw), {"net": net}, _objective(net), _problem())
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def test_ema_is_returned_and_resumes_exactly(tmp_path):
+    raw = _run(tmp_path / "raw", max_steps=20, save_every=10)
+    instant = _run(tmp_path / "instant", max_steps=20, save_every=10, ema_decay=1e-9)  # average = last weights
+    assert all(torch.equal(a, b) for a, b in zip(raw, instant))
+    straight = _run(tmp_path / "a", max_steps=20, save_every=10, ema_decay=0.9)
+    assert not all(torch.equal(a, b) for a, b in zip(raw, straight))
+    _run(tmp_path / "b", max_steps=10, save_every=10, ema_decay=0.9)
+    resumed = _run(tmp_path / "b", max_steps=20, save_every=10, ema_decay=0.9)
+    assert all(torch.equal(a, b) for a, b in zip(straight, resumed))
+
+
+def test_cosine_schedule_endpoints(tmp_path):
+    factor = _lr_factor(_config(tmp_path, max_steps=110, warmup_steps=10, lr_schedule="cosine"))
+    assert factor(0) == 0.1 and factor(9) == 1.0 and factor(10) == 1.0
+    assert abs(factor(60) - 0.55) < 1e-9 and abs(factor(110) - 0.1) < 1e-9
+    constant = _lr_factor(_config(tmp_path, max_steps=110, warmup_steps=10))
+    assert constant(100) == 1.0

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
+from transformers import CLIPTextModel
 
 from sfumato.models.autoencoder_kl import AutoencoderKL
 from sfumato.models.unet_2d_condition import UNet2DConditionModel
@@ -91,6 +92,8 @@ def test_resumed_run_continues_where_it_stopped(tmp_path):
                 assert torch.equal(a.get_tensor(key), b.get_tensor(key)), key
     unet = UNet2DConditionModel.from_pretrained(resumed, subfolder="unet")
     assert unet.dtype == torch.float32
+    # stored in float16 for size, but transformers must not compute in it by default (CPU, mixed dtypes)
+    assert CLIPTextModel.from_pretrained(resumed / "text_encoder").dtype == torch.float32
 
 
 def test_bad_config_is_refused(tmp_path):

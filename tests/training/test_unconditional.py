@@ -30,21 +30,21 @@ def image_folder(tmp_path):
 
 
 def _config(data, output, **kw):
-    return UnconditionalConfig(data_dir=data, output_dir=output, resolution=16, block_out_channels=(16, 32),
-                               batch_size=4, save_every=3, progress=False, **kw)  # fmt: skip
+    defaults = dict(resolution=16, block_out_channels=(16, 32), batch_size=4, save_every=2, progress=False)
+    return UnconditionalConfig(data_dir=data, output_dir=output, **(defaults | kw))
 
 
 def test_trains_resumes_and_saves_a_ddpm_pipeline(image_folder, tmp_path):
     from diffusers import DDPMPipeline
 
-    straight, result = train_unconditional(_config(image_folder, tmp_path / "a", steps=6))
-    assert result.step == 6
+    straight, result = train_unconditional(_config(image_folder, tmp_path / "a", steps=4))
+    assert result.step == 4
     index = json.loads((straight / "model_index.json").read_text())
     assert index["_class_name"] == "DDPMPipeline" and index["unet"] == ["diffusers", "UNet2DModel"]
 
-    train_unconditional(_config(image_folder, tmp_path / "b", steps=3))
-    resumed, result = train_unconditional(_config(image_folder, tmp_path / "b", steps=6))
-    assert result.step == 6 and len(result.losses) == 3
+    train_unconditional(_config(image_folder, tmp_path / "b", steps=2))
+    resumed, result = train_unconditional(_config(image_folder, tmp_path / "b", steps=4))
+    assert result.step == 4 and len(result.losses) == 2
     a = UNet2DModel.from_pretrained(straight, subfolder="unet").state_dict()
     b = UNet2DModel.from_pretrained(resumed, subfolder="unet").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -60,7 +60,7 @@ def test_loss_goes_down(tmp_path):
     folder.mkdir()
     for i in range(4):  # one image, four times: learnt in a few dozen steps
         Image.new("RGB", (16, 16), (220, 40, 40)).save(folder / f"{i}.png")
-    cfg = _config(folder, tmp_path / "out", steps=40, learning_rate=2e-3, warmup_steps=1)
+    cfg = _config(folder, tmp_path / "out", steps=30, learning_rate=3e-3, warmup_steps=1)
     losses = train_unconditional(cfg)[1].losses
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
 

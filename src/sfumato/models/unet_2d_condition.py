@@ -250,10 +250,16 @@ class UNet2DConditionModel(ModelMixin):
                 "UNet2DConditionModel needs encoder_hidden_states (the text embeddings, shape (batch, tokens, "
                 f"{self.config.cross_attention_dim})) because its blocks use cross-attention"
             )
-        if encoder_hidden_states is not None and encoder_hidden_states.ndim != 3:
+        if encoder_hidden_states is None:
+            return
+        c = self.config
+        width = c.encoder_hid_dim if c.encoder_hid_dim is not None else c.cross_attention_dim
+        if encoder_hidden_states.ndim != 3 or (
+            isinstance(width, int) and encoder_hidden_states.shape[-1] != width
+        ):
             raise ValueError(
-                "encoder_hidden_states must have shape (batch, tokens, dim); "
-                f"got {tuple(encoder_hidden_states.shape)}"
+                f"encoder_hidden_states must have shape (batch, tokens, {width}) for this UNet; "
+                f"got {tuple(encoder_hidden_states.shape)} (is the text encoder the one the model was trained with?)"
             )
 
     def _stages(self) -> list[nn.Module]:

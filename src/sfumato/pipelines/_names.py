@@ -11,6 +11,8 @@ NAMES: dict[str, str] = {
     "StableDiffusionImg2ImgPipeline": _P + "stable_diffusion_img2img",
     "StableDiffusionInpaintPipeline": _P + "stable_diffusion_inpaint",
     "StableDiffusionXLPipeline": _P + "stable_diffusion_xl",
+    "StableDiffusionXLPipelineOutput": _P + "stable_diffusion_xl",
+    "StableDiffusionXLImg2ImgPipeline": _P + "stable_diffusion_xl_img2img",
     "AutoPipelineForText2Image": _P + "auto",
     "AutoPipelineForImage2Image": _P + "auto",
     "AutoPipelineForInpainting": _P + "auto",

@@ -182,7 +182,7 @@ class DiffusionPipeline(ConfigMixin):
         index = read_config_file(id_or_folder, cls.config_name, **hub)
         pipeline_cls = _pipeline_class(cls, index)
         names, config_names = pipeline_cls._signature()
-        kwargs = _drop_loader_options(pipeline_cls, index, kwargs)
+        kwargs = _drop_loader_options(pipeline_cls, index, names, kwargs)
         passed = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
         unknown = [k for k in kwargs if k not in config_names]
         if unknown:
@@ -263,7 +263,9 @@ _NO_OP_OPTIONS = {
 _UNSUPPORTED_OPTIONS = ("custom_pipeline", "custom_revision", "trust_remote_code", "device_map", "provider")
 
 
-def _drop_loader_options(cls: type, index: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+def _drop_loader_options(
+    cls: type, index: dict[str, Any], names: tuple[str, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
     """Remove diffusers loading options that are no-ops here; refuse the unsupported ones clearly."""
     kwargs = dict(kwargs)
     for key in _UNSUPPORTED_OPTIONS:
@@ -273,7 +275,9 @@ def _drop_loader_options(cls: type, index: dict[str, Any], kwargs: dict[str, Any
         if kwargs.pop(key, harmless) and harmless is False:
             raise ValueError(f"{cls.__name__}.from_pretrained: `{key}=True` is not supported by sfumato")
     # `safety_checker=None` for a component the folder lists but this class does not use: nothing to do
-    return {k: v for k, v in kwargs.items() if not (v is None and isinstance(index.get(k), list))}
+    return {
+        k: v for k, v in kwargs.items() if k in names or not (v is None and isinstance(index.get(k), list))
+    }
 
 
 def _pipeline_class(cls: type[DiffusionPipeline], index: dict[str, Any]) -> type[DiffusionPipeline]:
@@ -318,7 +322,10 @@ def _check_passed(name: str, value: Any, entry: list[str | None] | None) -> Any:
         return value
     from ..models.base import ModelMixin
 
-    expected = registry.resolve(*entry, component=name)
+    try:
+        expected = registry.resolve(*entry, component=name)
+    except registry.UnknownComponentError:
+        return value  # the caller's object replaces an entry sfumato could not load anyway
     if isinstance(value, ModelMixin) and isinstance(expected, type) and issubclass(expected, ModelMixin):
         if not isinstance(value, expected):
             raise TypeError(f"`{name}` must be a {expected.__name__}, got {type(value).__name__}")

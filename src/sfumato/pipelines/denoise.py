@@ -76,6 +76,10 @@ class StepInfo:
     noise_pred: Tensor
 
 
+class NonFiniteLatentsError(FloatingPointError):
+    """The model or scheduler produced NaN/inf values (decoding them would give a black image)."""
+
+
 StepCallback = Callable[[Any, int, Tensor, dict[str, Tensor]], Mapping[str, Tensor] | None]
 
 
@@ -130,19 +134,34 @@ def set_timesteps(
     return scheduler.timesteps, num_inference_steps
 
 
-def strength_timesteps(scheduler: Any, num_inference_steps: int, strength: float) -> tuple[Tensor, int]:
+def _train_cutoff(scheduler: Any, fraction: float) -> int:
+    """The training timestep at `fraction` of the way from pure noise to clean (SDXL's ensemble of experts)."""
+    n = scheduler.config.num_train_timesteps
+    return int(round(n - fraction * n))
+
+
+def strength_timesteps(
+    scheduler: Any, num_inference_steps: int, strength: float, denoising_start: float | None = None
+) -> tuple[Tensor, int]:
     """Image-to-image: skip the first `(1 - strength)` of the schedule; returns (timesteps, steps run).
 
-    Call after `set_timesteps`. Sets the scheduler's begin index so index-based schedulers start there.
+    With `denoising_start` (SDXL refiner), start where a base model with `denoising_end` stopped
+    instead; `strength` is then ignored, as in diffusers. Call after `set_timesteps`. Sets the
+    scheduler's begin index so index-based schedulers start there.
     """
     check_strength(strength)
-    init_timestep = min(int(num_inference_steps * strength), num_inference_steps)
-    t_start = max(num_inference_steps - init_timestep, 0)
-    begin = t_start * scheduler.order
+    if denoising_start is None:
+        init_timestep = min(int(num_inference_steps * strength), num_inference_steps)
+        t_start = max(num_inference_steps - init_timestep, 0)
+        begin, steps = t_start * scheduler.order, num_inference_steps - t_start
+    else:
+        steps = int((scheduler.timesteps < _train_cutoff(scheduler, denoising_start)).sum())
+        if scheduler.order == 2 and steps % 2 == 0:
+            steps += 1  # a second-order step must not be split between the two models
+        begin = len(scheduler.timesteps) - steps
     timesteps = scheduler.timesteps[begin:]
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin)
-    steps = num_inference_steps - t_start
     if steps == 0:
         logger.warning(
             "strength=%s with num_inference_steps=%d runs no denoising step; raise one of them",
@@ -150,6 +169,13 @@ def strength_timesteps(scheduler: Any, num_inference_steps: int, strength: float
             num_inference_steps,
         )
     return timesteps, steps
+
+
+def denoising_end_timesteps(scheduler: Any, timesteps: Tensor, denoising_end: float | None) -> Tensor:
+    """SDXL base in an ensemble of experts: keep the timesteps before `denoising_end` (a fraction in (0, 1))."""
+    if denoising_end is None or not 0.0 < denoising_end < 1.0:
+        return timesteps
+    return timesteps[: int((timesteps >= _train_cutoff(scheduler, denoising_end)).sum())]
 
 
 def check_strength(strength: float) -> None:
@@ -346,6 +372,11 @@ def run(
                 new = on_step(StepInfo(i, n, t, state.latents, noise_pred))
                 state.latents = state.latents if new is None else new
             bar.update()
+    if not bool(torch.isfinite(state.latents).all()):  # one check per call: no per-step device sync
+        raise NonFiniteLatentsError(
+            f"the denoising loop produced NaN or infinite latents ({n} steps, {state.latents.dtype}); "
+            "with float16 or bfloat16 weights, try torch_dtype=torch.float32"
+        )
     return state.latents
 
 

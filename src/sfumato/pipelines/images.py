@@ -275,8 +275,8 @@ def preprocess_mask(
         if isinstance(items[0], np.ndarray):
             # (B, H, W) greyscale batches: give them a channel axis so they are not read as (H, W, C)
             items = [a[..., None] if a.ndim == 3 and a.shape[-1] not in (1, 3, 4) else a for a in items]
-        elif items[0].ndim == 3 and items[0].shape[0] not in (1, 3, 4):
-            items = [t[:, None] for t in items]  # (B, H, W) tensor
+        elif items[0].ndim == 3:
+            items = [t[:, None] for t in items]  # 3-dim mask tensors are (B, H, W), as in diffusers
         m = _stack_arrays(items, name)
         _check_values(m, name)
         m = F.interpolate(_to_channels(m, 1, name), size=(height, width))

@@ -58,7 +58,9 @@ def patch_unet_config(unet: Any) -> None:
     from packaging.version import Version
 
     if Version(Version(version).base_version) < Version("0.9.0.dev0"):
-        logger.warning("unet config from diffusers %s has sample_size=%d; using 64 as diffusers does", version, size)
+        logger.warning(
+            "unet config from diffusers %s has sample_size=%d; using 64 as diffusers does", version, size
+        )
         unet.register_to_config(sample_size=64)
 
 
@@ -94,7 +96,11 @@ class StableDiffusionBase(DiffusionPipeline):
     """Components and shared call steps of the SD 1.x/2.x pipelines (SDXL subclasses reuse the steps)."""
 
     _optional_components: ClassVar[tuple[str, ...]] = ("safety_checker", "feature_extractor", "image_encoder")
-    _callback_tensor_inputs: ClassVar[tuple[str, ...]] = ("latents", "prompt_embeds", "negative_prompt_embeds")
+    _callback_tensor_inputs: ClassVar[tuple[str, ...]] = (
+        "latents",
+        "prompt_embeds",
+        "negative_prompt_embeds",
+    )
     model_cpu_offload_seq: ClassVar[str | None] = "text_encoder->image_encoder->unet->vae"
 
     def __init__(
@@ -196,14 +202,19 @@ class StableDiffusionBase(DiffusionPipeline):
 
     def encode_vae(self, image: Tensor, generator: Generator) -> Tensor:
         """Images in [-1, 1] -> scaled latents sampled from the VAE posterior (one generator per row if a list)."""
+        vae, config = self.vae, self.vae.config
         if isinstance(generator, (list, tuple)):
             rows = [
-                self.vae.encode(image[i : i + 1]).latent_dist.sample(generator[i]) for i in range(image.shape[0])
+                vae.encode(image[i : i + 1]).latent_dist.sample(generator[i]) for i in range(image.shape[0])
             ]
             latents = torch.cat(rows)
         else:
-            latents = self.vae.encode(image).latent_dist.sample(generator)
-        return self.vae.config.scaling_factor * latents
+            latents = vae.encode(image).latent_dist.sample(generator)
+        if config.get("latents_mean") is not None and config.get("latents_std") is not None:
+            mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1).to(latents)
+            std = torch.tensor(config.latents_std).view(1, -1, 1, 1).to(latents)
+            return (latents - mean) * config.scaling_factor / std
+        return config.scaling_factor * latents
 
     def noise_like(self, latents: Tensor, generator: Generator) -> Tensor:
         return randn_tensor(latents.shape, generator, latents.device, latents.dtype)

@@ -25,21 +25,24 @@ def repeat_to_batch(x: Tensor, batch: int, name: str) -> Tensor:
     return torch.cat([x] * (batch // x.shape[0]))
 
 
+def image_latents(pipe: Any, image: Tensor, batch: int, generator: Generator) -> Tensor:
+    """(batch, C, h, w) scaled latents of `image` (diffusers' order of generator draws)."""
+    if image.shape[1] == pipe.vae.config.latent_channels:
+        return repeat_to_batch(image, batch, "image")  # already latents
+    if isinstance(generator, (list, tuple)):
+        image = repeat_to_batch(image, batch, "image")  # one VAE sample per generator
+    return repeat_to_batch(pipe.encode_vae(image, generator), batch, "image")
+
+
 class StableDiffusionImg2ImgPipeline(StableDiffusionPipeline):
     """Image-to-image: noise the encoded `image` to the `strength` point of the schedule, then denoise."""
-
-    def image_latents(self, image: Tensor, batch: int, generator: Generator) -> Tensor:
-        """(batch, C, h, w) scaled latents of `image` (diffusers' order of generator draws)."""
-        if image.shape[1] == self.vae.config.latent_channels:
-            return repeat_to_batch(image, batch, "image")  # already latents
-        if isinstance(generator, (list, tuple)):
-            image = repeat_to_batch(image, batch, "image")  # one VAE sample per generator
-        return repeat_to_batch(self.encode_vae(image, generator), batch, "image")
 
     def check_image_inputs(self, image: PipelineImageInput, strength: float) -> None:
         check_strength_positive(strength)
         if image is None:
-            raise ValueError("`image` is required for image-to-image; pass a PIL image, array, tensor or path")
+            raise ValueError(
+                "`image` is required for image-to-image; pass a PIL image, array, tensor or path"
+            )
 
     @torch.no_grad()
     def __call__(
@@ -93,7 +96,7 @@ class StableDiffusionImg2ImgPipeline(StableDiffusionPipeline):
         steps, _ = strength_timesteps(self.scheduler, n, strength)
         self._num_timesteps = len(steps)
         dtype = embeds.prompt_embeds.dtype
-        x0 = self.image_latents(pixels.to(device=device, dtype=dtype), batch, generator)
+        x0 = image_latents(self, pixels.to(device=device, dtype=dtype), batch, generator)
         latents = self.scheduler.add_noise(x0, self.noise_like(x0, generator), steps[:1].repeat(batch))
         latents = run(
             self.unet, self.scheduler, latents, steps,

@@ -40,7 +40,9 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
         "latents", "prompt_embeds", "negative_prompt_embeds", "mask", "masked_image_latents",
     )  # fmt: skip
 
-    def check_inpaint_inputs(self, image: PipelineImageInput, mask_image: PipelineImageInput, strength: float) -> None:
+    def check_inpaint_inputs(
+        self, image: PipelineImageInput, mask_image: PipelineImageInput, strength: float
+    ) -> None:
         check_strength_positive(strength)
         if image is None:
             raise ValueError("`image` is required for inpainting; pass a PIL image, array, tensor or path")
@@ -63,9 +65,15 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
         f = self.vae_scale_factor
         if masked is None:
             masked = masked_image(pixels, mask)
-        mask = repeat_to_batch(mask_to_latents(mask, pixels.shape[-2] // f, pixels.shape[-1] // f), batch, "mask")
+        mask = repeat_to_batch(
+            mask_to_latents(mask, pixels.shape[-2] // f, pixels.shape[-1] // f), batch, "mask"
+        )
         # diffusers encodes the masked image even for 4-channel UNets; it consumes generator draws
-        encoded = masked if masked.shape[1] == self.vae.config.latent_channels else self.encode_vae(masked, generator)
+        encoded = (
+            masked
+            if masked.shape[1] == self.vae.config.latent_channels
+            else self.encode_vae(masked, generator)
+        )
         masked_latents = repeat_to_batch(encoded, batch, "masked_image_latents")
         return Inpainting(mask=mask, masked_image_latents=masked_latents if concat else None)
 
@@ -165,7 +173,11 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
         shape = (batch, c, pixels.shape[-2] // f, pixels.shape[-1] // f)
         if latents is None:
             noise = self.noise_like(torch.empty(shape, device=pixels.device, dtype=pixels.dtype), generator)
-            latents = noise * self.scheduler.init_noise_sigma if from_noise else self.scheduler.add_noise(x0, noise, t_start)
+            latents = (
+                noise * self.scheduler.init_noise_sigma
+                if from_noise
+                else self.scheduler.add_noise(x0, noise, t_start)
+            )
         else:
             if tuple(latents.shape) != shape:
                 raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape}")

@@ -77,7 +77,7 @@ class KDPM2DiscreteScheduler(SigmaSchedulerBase):
         sigmas = self.sigmas
         self.log_sigmas = torch.from_numpy(np.log(sigmas_from_alpha_bar(self.alphas_cumprod)))
         mid = self._midpoint_tables(sigmas)
-        t_mid = torch.from_numpy(sigma_to_t(mid.numpy(), self.log_sigmas.numpy())).to(
+        t_mid = torch.from_numpy(sigma_to_t(mid.numpy(), self.log_sigmas.numpy(), float32_weights=True)).to(
             torch.from_numpy(t).dtype
         )
         t = torch.from_numpy(t)

@@ -143,5 +143,9 @@ class PNDMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         alpha_bar = self.alphas_cumprod[t]
         alpha_bar_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.final_alpha_cumprod
         kind = self.config.prediction_type
-        eps = model_output if kind == "epsilon" else eps_vp(model_output, x, alpha_bar**0.5, (1 - alpha_bar) ** 0.5, kind)
+        eps = (
+            model_output
+            if kind == "epsilon"
+            else eps_vp(model_output, x, alpha_bar**0.5, (1 - alpha_bar) ** 0.5, kind)
+        )
         return pndm_transfer(x, eps, alpha_bar, alpha_bar_prev)

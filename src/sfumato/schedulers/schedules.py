@@ -138,16 +138,78 @@ def exponential_sigmas(n: int, sigma_min: float, sigma_max: float) -> np.ndarray
     return np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))
 
 
-def sigma_to_t(sigmas: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:
-    """Fractional training timestep of each sigma by linear interpolation in log(sigma)."""
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function, evaluated with the modified Lentz method."""
+    tiny = 1e-300
+
+    def guard(v: float) -> float:
+        return tiny if abs(v) < tiny else v
+
+    c, d = 1.0, 1.0 / guard(1.0 - (a + b) * x / (a + 1.0))
+    h = d
+    for m in range(1, 500):
+        # even term m(b-m)x / ((a+2m-1)(a+2m)), then odd term -(a+m)(a+b+m)x / ((a+2m)(a+2m+1))
+        for coeff in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 / guard(1.0 + coeff * d)
+            c = guard(1.0 + coeff / c)
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-16:
+            break
+    return h
+
+
+def beta_cdf(x: float, a: float, b: float) -> float:
+    """Regularized incomplete beta function I_x(a, b) (CDF of the Beta(a, b) distribution)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = a * math.log(x) + b * math.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def beta_ppf(p: float, a: float, b: float) -> float:
+    """Inverse of `beta_cdf` by bisection (the CDF is monotone; 200 halvings reach float64 resolution)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if beta_cdf(mid, a, b) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-17:
+            break
+    return (lo + hi) / 2
+
+
+def beta_sigmas(
+    n: int, sigma_min: float, sigma_max: float, alpha: float = 0.6, beta: float = 0.6
+) -> np.ndarray:
+    """Noise levels at Beta(alpha, beta) quantiles ("Beta Sampling is All You Need", Lee et al. 2024)."""
+    quantiles = [beta_ppf(float(p), alpha, beta) for p in 1 - np.linspace(0, 1, n)]
+    return np.array([sigma_min + q * (sigma_max - sigma_min) for q in quantiles])
+
+
+def sigma_to_t(sigmas: np.ndarray, log_sigmas: np.ndarray, float32_weights: bool = False) -> np.ndarray:
+    """Fractional training timestep of each sigma by linear interpolation in log(sigma).
+
+    The final blend is float64 like numpy scalar math; `float32_weights` keeps it in the weights' dtype,
+    which is what diffusers' KDPM2 gets from feeding torch tensors through the same formula.
+    """
     sigmas = np.asarray(sigmas)
     log_sigma = np.log(np.maximum(sigmas, 1e-10)).reshape(-1)
     dists = log_sigma[None, :] - log_sigmas[:, None]
     low = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
     high = low + 1
     w = np.clip((log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[high]), 0, 1)
-    # float32 tables interpolate in float32 (as diffusers' torch arithmetic does), float64 ones in float64
-    return ((1 - w) * low.astype(w.dtype) + w * high.astype(w.dtype)).reshape(sigmas.shape)
+    if float32_weights:
+        low, high = low.astype(w.dtype), high.astype(w.dtype)
+    return ((1 - w) * low + w * high).reshape(sigmas.shape)
 
 
 def interp_sigmas(timesteps: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
@@ -155,7 +217,7 @@ def interp_sigmas(timesteps: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     return np.interp(timesteps, np.arange(0, len(sigmas)), sigmas)
 
 
-SigmaSchedule = Literal["default", "karras", "exponential"]
+SigmaSchedule = Literal["default", "karras", "exponential", "beta"]
 
 
 def sigma_schedule(config: dict) -> str:
@@ -165,19 +227,17 @@ def sigma_schedule(config: dict) -> str:
         raise ValueError(
             f"use_{flags[0]}_sigmas and use_{flags[1]}_sigmas are mutually exclusive; set at most one to True"
         )
-    if flags == ["beta"]:
-        raise ValueError(
-            "use_beta_sigmas is not supported by sfumato (it needs scipy); use karras or exponential"
-        )
     return flags[0] if flags else "default"
 
 
 def respace_sigmas(kind: str, sigmas: np.ndarray, n: int, sigma_min=None, sigma_max=None) -> np.ndarray:
-    """Replace a descending sigma grid by `n` Karras or exponential levels between its ends."""
+    """Replace a descending sigma grid by `n` Karras, exponential or beta levels between its ends."""
     sigma_min = sigma_min if sigma_min is not None else float(sigmas[-1])
     sigma_max = sigma_max if sigma_max is not None else float(sigmas[0])
     if kind == "karras":
         return karras_sigmas(n, sigma_min, sigma_max)
+    if kind == "beta":
+        return beta_sigmas(n, sigma_min, sigma_max)
     return exponential_sigmas(n, sigma_min, sigma_max)
 
 

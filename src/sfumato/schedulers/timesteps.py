@@ -11,9 +11,11 @@ from .schedules import (
     dpm_timestep_grid,
     interp_sigmas,
     respace_sigmas,
+    shift_sigmas,
     sigma_schedule,
     sigma_to_t,
     sigmas_from_alpha_bar,
+    time_shift,
     timestep_grid,
 )
 
@@ -97,17 +99,13 @@ def ve_sigma_grid(
     return (t.astype(np.float32) if cast else t), np.concatenate([s, [last]]).astype(np.float32)
 
 
-def flow_sigmas(n: int, num_train: int, shift: float, include_one: bool = False) -> np.ndarray:
-    """Descending shifted rectified-flow noise levels (SD3 shift: s -> shift*s / (1 + (shift-1)*s)).
+def flow_sigmas(n: int, num_train: int, shift: float) -> np.ndarray:
+    """DPM-Solver / DEIS flow grid: n+1 shifted levels from 1 - 1/N down to 0, the 0 dropped.
 
-    DPM-Solver/DEIS take n+1 points from 1 - 1/N down to 0 and drop the 0; UniPC (`include_one`)
-    takes n points from 1 down to (but excluding) 1/N.
+    (UniPC's flow grid starts at 1 instead: see `unipc_flow_grid`.)
     """
-    if include_one:
-        s = np.linspace(1, 1 / num_train, n + 1)[:-1]
-        return shift * s / (1 + (shift - 1) * s)
     s = 1.0 - np.linspace(1, 1 / num_train, n + 1)
-    return np.flip(shift * s / (1 + (shift - 1) * s))[:-1].copy()
+    return np.flip(shift_sigmas(s, shift))[:-1].copy()
 
 
 def dpm_sigma_grid(
@@ -121,7 +119,6 @@ def dpm_sigma_grid(
     final_from_grid: bool = False,
     round_karras: bool = True,
     flow_shift: float = 1.0,
-    flow_include_one: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(int64 timesteps, float32 sigmas + final sigma) for DPM-Solver, UniPC and DEIS.
 
@@ -142,15 +139,13 @@ def dpm_sigma_grid(
         check_num_steps(n, num_train)
         spacing, offset = config.get("timestep_spacing", "linspace"), config.get("steps_offset", 0)
         t = dpm_timestep_grid(spacing, n, num_train, offset, last_timestep or num_train)
-    if kind in ("karras", "exponential"):
+    if kind in ("karras", "exponential", "beta"):
         s = respace_sigmas(kind, train[::-1].copy(), len(t))
         t = sigma_to_t(s, log_sigmas)
         if kind == "karras" and round_karras:
             t = t.round()
     elif kind == "flow":
-        s = flow_sigmas(len(t), num_train, flow_shift, include_one=flow_include_one)
-        if flow_include_one and abs(s[0] - 1) < 1e-6:
-            s[0] -= 1e-6  # sigma = 1 would make alpha = 0
+        s = flow_sigmas(len(t), num_train, flow_shift)
         t = s * num_train
     else:
         s = interp_sigmas(t, train)
@@ -161,3 +156,23 @@ def dpm_sigma_grid(
     else:
         last = float(train[0])
     return t.astype(np.int64), np.concatenate([s, [last]]).astype(np.float32)
+
+
+def unipc_flow_grid(config: Any, n: int | None, sigmas: Any = None, mu: float | None = None) -> tuple:
+    """(timesteps, sigmas + final) of UniPC's flow-matching mode: shifted (or mu time-shifted) sigmas from 1."""
+    if sigmas is None:
+        check_num_steps(n, config.num_train_timesteps)
+        s = np.linspace(1, 1 / config.num_train_timesteps, n + 1)[:-1]
+    else:
+        s = np.array(check_descending(sigmas, "sigmas"), dtype=np.float64)
+    if config.use_dynamic_shifting:
+        s = time_shift(config.time_shift_type, mu, s)
+    else:
+        s = shift_sigmas(s, config.flow_shift)
+    if config.shift_terminal:
+        one_minus = 1 - s
+        s = 1 - one_minus / (one_minus[-1] / (1 - config.shift_terminal))
+    if abs(s[0] - 1) < 1e-6:
+        s[0] -= 1e-6  # sigma = 1 would make alpha = 0
+    last = float(s[-1]) if config.final_sigmas_type == "sigma_min" else 0.0
+    return (s * config.num_train_timesteps).astype(np.int64), np.concatenate([s, [last]]).astype(np.float32)

@@ -14,7 +14,7 @@ from .multistep_base import MultistepBase
 from .schedules import TimestepSpacing
 from .solvers.dpmpp import log_snr
 from .solvers.unipc import unipc_correct, unipc_predict
-from .timesteps import dpm_sigma_grid
+from .timesteps import dpm_sigma_grid, unipc_flow_grid
 
 
 class UniPCMultistepScheduler(MultistepBase):
@@ -60,10 +60,10 @@ class UniPCMultistepScheduler(MultistepBase):
             self.register_to_config(solver_type="bh2")
         if solver_p is not None:
             raise ValueError("solver_p is not supported by sfumato's UniPCMultistepScheduler; leave it None")
-        if use_dynamic_shifting or shift_terminal:
-            raise ValueError(
-                "use_dynamic_shifting / shift_terminal are not supported yet by UniPCMultistepScheduler"
-            )
+        if (use_dynamic_shifting or shift_terminal) and not use_flow_sigmas:
+            raise ValueError("use_dynamic_shifting / shift_terminal need use_flow_sigmas=True")
+        if use_flow_sigmas and (use_karras_sigmas or use_exponential_sigmas or use_beta_sigmas):
+            raise ValueError("use_flow_sigmas cannot be combined with karras / exponential / beta sigmas")
         self.predict_x0 = predict_x0
         self.disable_corrector = list(disable_corrector)
         self.solver_p = None
@@ -82,21 +82,22 @@ class UniPCMultistepScheduler(MultistepBase):
         sigmas: list[float] | None = None,
         mu: float | None = None,
     ) -> None:
-        """Choose `num_inference_steps` steps with the configured spacing; resets history."""
-        if sigmas is not None or mu is not None:
-            raise ValueError(
-                "custom sigmas / mu are only meaningful with flow sigmas, which sfumato's UniPC does not take"
-            )
+        """Choose `num_inference_steps` steps (or flow `sigmas`) with the configured spacing; resets history."""
         cfg = self.own_config
-        t, s = dpm_sigma_grid(
-            cfg,
-            self.alphas_cumprod,
-            num_inference_steps,
-            final=cfg.final_sigmas_type,
-            final_from_grid=True,
-            flow_shift=cfg.flow_shift,
-            flow_include_one=True,
-        )
+        if cfg.use_dynamic_shifting and mu is None:
+            raise ValueError("use_dynamic_shifting=True needs mu (e.g. from the image sequence length)")
+        if sigmas is not None and not cfg.use_flow_sigmas:
+            raise ValueError("custom sigmas need use_flow_sigmas=True")
+        if cfg.use_flow_sigmas:
+            t, s = unipc_flow_grid(cfg, num_inference_steps, sigmas, mu)
+        else:
+            t, s = dpm_sigma_grid(
+                cfg,
+                self.alphas_cumprod,
+                num_inference_steps,
+                final=cfg.final_sigmas_type,
+                final_from_grid=True,
+            )
         self._set_sigmas(torch.from_numpy(s))
         self.timesteps = torch.from_numpy(t).to(device=device, dtype=torch.int64)
         self.num_inference_steps = len(t)

@@ -61,3 +61,11 @@ def save_half(module: Any, target: Path) -> None:
 
     half = copy.deepcopy(module).to(torch.float16)
     half.save_pretrained(target)
+    # transformers records the weights' dtype in config.json and by default loads in it; float16
+    # storage is only for size, so state float32 as the dtype to compute in (a CPU needs it).
+    config = Path(target) / "config.json"
+    data = json.loads(config.read_text())
+    for key in ("dtype", "torch_dtype"):
+        if data.get(key) == "float16":
+            data[key] = "float32"
+    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

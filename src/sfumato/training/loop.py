@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -44,6 +44,8 @@ class TrainConfig:
     num_workers: int = 0
     mixed_precision: str = "no"
     progress: bool = True
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after warmup; cosine ends at 10% of the rate
+    ema_decay: float | None = None  # keep an exponential moving average of the weights (None: off)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "save_every", "keep_checkpoints"):
@@ -53,6 +55,10 @@ class TrainConfig:
             raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1) (e.g. 0.999) or None, got {self.ema_decay}")
 
 
 @dataclass
@@ -83,6 +89,51 @@ class ResumableSampler(Sampler[int]):
         return 2**62  # endless; the loop stops by steps or minutes
 
 
+class EMA:
+    """Exponential moving average of parameters (Polyak averaging), saved and restored with checkpoints.
+
+    The effective decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates, so the average is not
+    dominated by the random initial weights in short runs.
+    """
+
+    def __init__(self, params: list[torch.Tensor], decay: float) -> None:
+        self.params, self.decay, self.updates = params, decay, 0
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(p.detach(), 1 - decay)
+
+    @torch.no_grad()
+    def copy_to_params(self) -> None:
+        for s, p in zip(self.shadow, self.params):
+            p.copy_(s)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shadow": self.shadow, "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for s, saved in zip(self.shadow, state["shadow"]):
+                s.copy_(saved)
+        self.updates = int(state["updates"])
+
+
+def _lr_factor(config: TrainConfig) -> Callable[[int], float]:
+    warmup = max(config.warmup_steps, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup or config.lr_schedule == "constant":
+            return min(1.0, (step + 1) / warmup)
+        progress = min(1.0, (step - warmup) / max(config.max_steps - warmup, 1))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     folders = sorted((Path(output_dir) / CHECKPOINTS).glob("step-*"))
     complete = [f for f in folders if (f / STATE_FILE).is_file()]
@@ -97,7 +148,11 @@ def train(
     collate_fn: Callable | None = None,
     resume: bool = True,
 ) -> TrainResult:
-    """Minimise `objective` over `dataset` for `config.max_steps` (or `max_minutes`); resumable."""
+    """Minimise `objective` over `dataset` for `config.max_steps` (or `max_minutes`); resumable.
+
+    With `config.ema_decay`, the modules hold the averaged weights when this returns (checkpoints keep
+    both the raw weights and the average, so a resumed run continues both).
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -111,8 +166,8 @@ def train(
     if not params:
         raise ValueError("nothing to train: no module has parameters with requires_grad=True")
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    warmup = max(config.warmup_steps, 1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
+    ema = EMA(params, config.ema_decay) if config.ema_decay else None
     sampler = ResumableSampler(len(dataset), config.seed, start=start * config.batch_size)
     loader = DataLoader(
         dataset,
@@ -125,6 +180,8 @@ def train(
     names = list(modules)
     prepared = accelerator.prepare(*modules.values(), optimizer, schedule, loader)
     wrapped, optimizer, schedule, loader = prepared[: len(names)], *prepared[len(names) :]
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
     for module in wrapped:
         module.train()
     # The first batch is fetched before the saved RNG state is restored: starting the (prepared)
@@ -136,12 +193,14 @@ def train(
         accelerator.load_state(str(checkpoint))
         logger.info("resumed from %s at step %d", checkpoint, start)
 
-    result = _run(config, accelerator, wrapped, objective, optimizer, schedule, batches, start, output)
+    result = _run(config, accelerator, wrapped, objective, optimizer, schedule, batches, start, output, ema)
     accelerator.wait_for_everyone()
+    if ema is not None:  # the caller exports the averaged weights; checkpoints keep both
+        ema.copy_to_params()
     return result
 
 
-def _run(config, accelerator, modules, objective, optimizer, schedule, batches, start, output) -> TrainResult:
+def _run(config, accelerator, modules, objective, optimizer, schedule, batches, start, output, ema) -> TrainResult:
     from tqdm.auto import tqdm
 
     result = TrainResult(step=start)
@@ -165,6 +224,8 @@ def _run(config, accelerator, modules, objective, optimizer, schedule, batches, 
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update()
         result.step += 1
         result.losses.append(loss.detach().item())
         bar.update(1)

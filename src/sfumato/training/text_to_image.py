@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 
 from .export import WeightsDtype, save_pipeline_folder
-from .loop import TrainConfig, TrainResult, latest_checkpoint, train
+from .loop import TrainConfig, TrainResult, train
 from .objectives import text_to_image_objective, vae_loss
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class ShapesTrainConfig:
     output_dir: str | Path
     model: ShapesModelConfig = field(default_factory=ShapesModelConfig)
     vae_steps: int = 1500
-    vae_batch_size: int = 32
+    vae_batch_size: int = 16
     vae_learning_rate: float = 1e-3
     kl_weight: float = 1e-6
     unet_steps: int = 10_000
@@ -82,6 +82,8 @@ class ShapesTrainConfig:
     caption_dropout: float = 0.1
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     snr_gamma: float | None = 5.0
+    ema_decay: float | None = 0.999  # of the UNet and text encoder weights; the saved model is the average
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     max_minutes: float | None = None
     vae_share: float = 0.15  # of max_minutes, for stage 1
     save_every: int = 500
@@ -239,7 +241,7 @@ def _latent_data(cfg: ShapesTrainConfig, vae: Any, tokenizer: Any) -> Any:
     return cached(Path(cfg.output_dir) / TRAINING / "latents.pt", build)
 
 
-def train_unet_stage(cfg: ShapesTrainConfig, vae: Any, max_minutes: float | None) -> tuple[dict, TrainResult]:
+def train_unet_stage(cfg: ShapesTrainConfig, vae: Any, started: float) -> tuple[dict, TrainResult]:
     """Stage 2: UNet + text encoder on the frozen VAE's latents. Returns the components and the result."""
     from .latents import measure_scaling_factor, tokenize
 
@@ -252,13 +254,15 @@ def train_unet_stage(cfg: ShapesTrainConfig, vae: Any, max_minutes: float | None
     loop = TrainConfig(
         output_dir=Path(cfg.output_dir) / TRAINING / "unet-checkpoints",
         max_steps=cfg.unet_steps,
-        max_minutes=max_minutes,
+        max_minutes=_stage_minutes(cfg, 1.0, started),  # what is left after encoding
         batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_steps,
         save_every=cfg.save_every,
         seed=cfg.seed,
         progress=cfg.progress,
+        lr_schedule=cfg.lr_schedule,
+        ema_decay=cfg.ema_decay,
     )
     empty = tokenize(tokenizer, [""])[0]
     objective = text_to_image_objective(
@@ -280,7 +284,7 @@ def train_shapes(cfg: ShapesTrainConfig) -> tuple[Path, TrainResult]:
     (output / TRAINING).mkdir(parents=True, exist_ok=True)
     (output / TRAINING / "run_config.json").write_text(json.dumps(_jsonable(cfg), indent=2) + "\n")
     vae, _ = train_vae_stage(cfg, _stage_minutes(cfg, cfg.vae_share, started))
-    components, result = train_unet_stage(cfg, vae, _stage_minutes(cfg, 1.0, started))
+    components, result = train_unet_stage(cfg, vae, started)
     for module in (components["unet"], components["text_encoder"]):
         module.eval()
     extra = {"requires_safety_checker": False}
@@ -292,9 +296,3 @@ def train_shapes(cfg: ShapesTrainConfig) -> tuple[Path, TrainResult]:
 def _jsonable(cfg: ShapesTrainConfig) -> dict[str, Any]:
     data = asdict(replace(cfg, output_dir=str(cfg.output_dir)))
     return json.loads(json.dumps(data, default=str))
-
-
-def has_progress(output: str | Path) -> bool:
-    """Whether `output` holds a started shapes run (something `resume` can continue)."""
-    root = Path(output) / TRAINING
-    return (root / "vae").is_dir() or latest_checkpoint(root / "vae-checkpoints") is not None

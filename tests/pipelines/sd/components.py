@@ -39,7 +39,7 @@ def tiny_unet(in_channels: int = 4, **extra):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
-    return UNet2DConditionModel(
+    config = dict(
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=IMAGE_SIZE // 8,
@@ -50,8 +50,8 @@ def tiny_unet(in_channels: int = 4, **extra):
         cross_attention_dim=32,
         norm_num_groups=8,
         attention_head_dim=4,
-        **extra,
-    ).eval()
+    )
+    return UNet2DConditionModel(**{**config, **extra}).eval()
 
 
 def tiny_vae():
@@ -147,6 +147,35 @@ def save_sdxl(folder: Path) -> Path:
         tokenizer_2=tokenizer_2,
         unet=unet,
         scheduler=scheduler,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def save_sdxl_refiner(folder: Path) -> Path:
+    """Save a diffusers refiner-style StableDiffusionXLImg2ImgPipeline (one text encoder, aesthetic score)."""
+    import diffusers
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(1)
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(projection_dim=16)).eval()
+    tokenizer_2 = CLIPTokenizer.from_pretrained(build_clip_tokenizer().name_or_path, pad_token="!")
+    # time ids: 5 x 8 (original size, crops, aesthetic score) + 16 (pooled) = 56
+    unet = tiny_unet(
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=56,
+        use_linear_projection=True,
+    )
+    pipe = diffusers.StableDiffusionXLImg2ImgPipeline(
+        vae=tiny_vae(),
+        text_encoder=None,
+        text_encoder_2=text_encoder_2,
+        tokenizer=None,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear", timestep_spacing="leading"),
+        requires_aesthetics_score=True,
     )
     pipe.save_pretrained(folder)
     return folder

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipelines.sd.components import quiet, save_sd
+from pipelines.sd.components import quiet, save_sd, save_sdxl, save_sdxl_refiner
 
 
 @pytest.fixture(scope="session")
@@ -38,4 +38,27 @@ def sd_inpaint_pipes(sd_inpaint_folder):
     return quiet(
         diffusers.StableDiffusionInpaintPipeline.from_pretrained(sd_inpaint_folder),
         sfumato.StableDiffusionInpaintPipeline.from_pretrained(sd_inpaint_folder),
+    )
+
+
+@pytest.fixture(scope="session")
+def sdxl_folder(tmp_path_factory):
+    return save_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
+
+
+@pytest.fixture(scope="session")
+def sdxl_refiner_folder(tmp_path_factory):
+    return save_sdxl_refiner(tmp_path_factory.mktemp("tiny_sdxl_refiner"))
+
+
+@pytest.fixture(scope="session")
+def sdxl_pipes(sdxl_folder):
+    """(diffusers, sfumato) StableDiffusionXLPipeline on the same folder; don't mutate, build new ones from them."""
+    import diffusers
+
+    import sfumato
+
+    return quiet(
+        diffusers.StableDiffusionXLPipeline.from_pretrained(sdxl_folder),
+        sfumato.StableDiffusionXLPipeline.from_pretrained(sdxl_folder),
     )

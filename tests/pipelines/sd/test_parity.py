@@ -1,5 +1,6 @@
 """Stable Diffusion text2img / img2img / inpaint: the same folder and seeds give the same images as diffusers."""
 
+import diffusers
 import numpy as np
 import PIL.Image
 import pytest
@@ -12,9 +13,7 @@ from sfumato.schedulers._names import NAMES as SCHEDULERS
 pytestmark = pytest.mark.parity
 
 # every sfumato scheduler that diffusers lists as compatible with SD's (Karras-family) schedulers
-SCHEDULER_NAMES = sorted(
-    set(SCHEDULERS) & set(getattr(__import__("diffusers"), "PNDMScheduler")._compatibles)
-)
+SCHEDULER_NAMES = sorted(set(SCHEDULERS) & set(diffusers.PNDMScheduler._compatibles))
 
 
 def _generator(seed):

@@ -1,0 +1,265 @@
+"""`StableDiffusionXLPipeline`: text-to-image with SDXL (Podell et al. 2023), equal to diffusers' outputs.
+
+SDXL adds to SD: two text encoders (penultimate states concatenated, pooled embeddings from the
+second), and "micro-conditioning" time ids `(original_size, crops_coords_top_left, target_size)`
+(refiner: `aesthetic_score` instead of `target_size`), both fed through `added_cond_kwargs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .denoise import Conditioning, Generator, StepCallback, prepare_latents, run, set_timesteps
+from .guidance import ClassifierFreeGuidance, cat_for_cfg
+from .images import OutputType, postprocess
+from .outputs import BaseOutput, Images, finish
+from .sd_common import StableDiffusionBase, check_generators
+from .text import Prompt, PromptEmbeds, batch_size_of, encode_prompt_sdxl
+
+Size = tuple[int, int]
+
+
+@dataclass
+class StableDiffusionXLPipelineOutput(BaseOutput):
+    images: Images
+
+
+def check_fraction(value: float | None, name: str) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, float) or not 0.0 < value < 1.0
+    ):
+        raise ValueError(
+            f"`{name}` must be a float strictly between 0 and 1 (a fraction of the schedule), got {value!r}"
+        )
+
+
+def cut_at_denoising_end(scheduler: Any, timesteps: Tensor, denoising_end: float | None) -> Tensor:
+    """Ensemble of experts: keep the timesteps above the `denoising_end` fraction of the noise schedule."""
+    if denoising_end is None:
+        return timesteps
+    train = scheduler.config.num_train_timesteps
+    cutoff = int(round(train - denoising_end * train))
+    return timesteps[: int((timesteps >= cutoff).sum())]
+
+
+class StableDiffusionXLPipeline(StableDiffusionBase):
+    """Text-to-image with SDXL base (two CLIP text encoders, micro-conditioned UNet)."""
+
+    _optional_components: ClassVar[tuple[str, ...]] = (
+        "tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "image_encoder", "feature_extractor",
+    )  # fmt: skip
+    _callback_tensor_inputs: ClassVar[tuple[str, ...]] = (
+        "latents", "prompt_embeds", "add_text_embeds", "add_time_ids",
+    )  # fmt: skip
+    model_cpu_offload_seq: ClassVar[str | None] = "text_encoder->text_encoder_2->image_encoder->unet->vae"
+
+    def __init__(
+        self,
+        vae: Any,
+        text_encoder: Any,
+        text_encoder_2: Any,
+        tokenizer: Any,
+        tokenizer_2: Any,
+        unet: Any,
+        scheduler: Any,
+        image_encoder: Any = None,
+        feature_extractor: Any = None,
+        force_zeros_for_empty_prompt: bool = True,
+        add_watermarker: bool | None = None,
+    ) -> None:
+        # no invisible watermark is applied; `add_watermarker` is kept in the config for round trips
+        self.register_to_config(
+            force_zeros_for_empty_prompt=force_zeros_for_empty_prompt, add_watermarker=add_watermarker
+        )
+        self.register_modules(
+            vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+        )  # fmt: skip
+
+    def text_dtype(self) -> torch.dtype:
+        encoder = getattr(self, "text_encoder_2", None) or getattr(self, "text_encoder", None)
+        return encoder.dtype if encoder is not None else self.unet.dtype
+
+    def encode_prompt(self, prompt: Prompt | None, prompt_2: Prompt | None = None, **kwargs: Any) -> tuple:
+        """(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)."""
+        kwargs.pop("lora_scale", None)
+        kwargs.setdefault("device", self._execution_device)
+        kwargs.setdefault("force_zeros_for_empty_prompt", self.config.force_zeros_for_empty_prompt)
+        e = encode_prompt_sdxl(
+            self.tokenizer,
+            self.tokenizer_2,
+            self.text_encoder,
+            self.text_encoder_2,
+            prompt,
+            prompt_2,
+            **kwargs,
+        )
+        return (
+            e.prompt_embeds,
+            e.negative_prompt_embeds,
+            e.pooled_prompt_embeds,
+            e.negative_pooled_prompt_embeds,
+        )
+
+    def time_ids(self, *parts: Sequence[float], dtype: torch.dtype, pooled_dim: int) -> Tensor:
+        """(1, n) micro-conditioning ids; checks their embedding size against the UNet's."""
+        ids = [float(x) for part in parts for x in part]
+        given = self.unet.config.addition_time_embed_dim * len(ids) + pooled_dim
+        expected = self.unet.config.projection_class_embeddings_input_dim
+        if expected is not None and given != expected:
+            raise ValueError(
+                f"the UNet expects added embeddings of size {expected}, but {len(ids)} time ids and pooled text "
+                f"embeddings of size {pooled_dim} give {given}; check `requires_aesthetics_score` and the "
+                "text_encoder_2 projection_dim"
+            )
+        return torch.tensor([ids], dtype=dtype)
+
+    def pooled_dim(self, embeds: PromptEmbeds) -> int:
+        encoder = getattr(self, "text_encoder_2", None)
+        return (
+            encoder.config.projection_dim
+            if encoder is not None
+            else int(embeds.pooled_prompt_embeds.shape[-1])
+        )
+
+    def sdxl_conditioning(
+        self,
+        embeds: PromptEmbeds,
+        guidance: ClassifierFreeGuidance,
+        time_ids: Tensor,
+        negative_time_ids: Tensor,
+        batch: int,
+        cross_attention_kwargs: dict[str, Any] | None,
+    ) -> Conditioning:
+        """UNet conditioning in `[negative, positive]` order, time ids repeated per image."""
+        device = self._execution_device
+        text = cat_for_cfg(embeds.negative_prompt_embeds, embeds.prompt_embeds, guidance)
+        pooled = cat_for_cfg(embeds.negative_pooled_prompt_embeds, embeds.pooled_prompt_embeds, guidance)
+        ids = time_ids.repeat(batch, 1)
+        if guidance.active:
+            ids = torch.cat([negative_time_ids.repeat(batch, 1), ids])
+        return Conditioning(
+            encoder_hidden_states=text.to(device),
+            added_cond_kwargs={"text_embeds": pooled.to(device), "time_ids": ids.to(device)},
+            timestep_cond=self.timestep_cond(guidance.guidance_scale, batch, embeds.prompt_embeds.dtype),
+            cross_attention_kwargs=cross_attention_kwargs,
+        )
+
+    def decode_and_finish(
+        self, latents: Tensor, output_type: OutputType, return_dict: bool, generator: Generator = None
+    ) -> StableDiffusionXLPipelineOutput | tuple:
+        """Decode (in float32 when an fp16 VAE has `force_upcast`, as SDXL's VAE overflows in fp16)."""
+        if output_type == "latent":
+            return finish(StableDiffusionXLPipelineOutput(images=latents), return_dict)
+        vae, config = self.vae, self.vae.config
+        upcast = vae.dtype == torch.float16 and config.get("force_upcast", False)
+        dtype = torch.float32 if upcast else vae.dtype
+        if config.get("latents_mean") is not None and config.get("latents_std") is not None:
+            mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1).to(latents)
+            std = torch.tensor(config.latents_std).view(1, -1, 1, 1).to(latents)
+            latents = latents * std / config.scaling_factor + mean
+        else:
+            latents = latents / config.scaling_factor
+        if upcast:
+            vae.to(torch.float32)
+        try:
+            image = vae.decode(latents.to(dtype), return_dict=False)[0]
+        finally:
+            if upcast:
+                vae.to(torch.float16)
+        return finish(StableDiffusionXLPipelineOutput(images=postprocess(image, output_type)), return_dict)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Prompt | None = None,
+        prompt_2: Prompt | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        timesteps: Sequence[int] | None = None,
+        sigmas: Sequence[float] | None = None,
+        denoising_end: float | None = None,
+        guidance_scale: float = 5.0,
+        negative_prompt: Prompt | None = None,
+        negative_prompt_2: Prompt | None = None,
+        num_images_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: Generator = None,
+        latents: Tensor | None = None,
+        prompt_embeds: Tensor | None = None,
+        negative_prompt_embeds: Tensor | None = None,
+        pooled_prompt_embeds: Tensor | None = None,
+        negative_pooled_prompt_embeds: Tensor | None = None,
+        output_type: OutputType = "pil",
+        return_dict: bool = True,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        guidance_rescale: float = 0.0,
+        original_size: Size | None = None,
+        crops_coords_top_left: Size = (0, 0),
+        target_size: Size | None = None,
+        negative_original_size: Size | None = None,
+        negative_crops_coords_top_left: Size = (0, 0),
+        negative_target_size: Size | None = None,
+        clip_skip: int | None = None,
+        callback_on_step_end: StepCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> StableDiffusionXLPipelineOutput | tuple:
+        """Generate images from `prompt` (and `prompt_2` for the second encoder); see diffusers' SDXL pipeline."""
+        height, width = self.default_size(height, width)
+        inputs = getattr(callback_on_step_end, "tensor_inputs", callback_on_step_end_tensor_inputs)
+        self.check_common(
+            num_inference_steps=num_inference_steps, timesteps=timesteps, sigmas=sigmas,
+            guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+            num_images_per_prompt=num_images_per_prompt, output_type=output_type,
+            callback_on_step_end_tensor_inputs=inputs, height=height, width=width,
+        )  # fmt: skip
+        check_fraction(denoising_end, "denoising_end")
+        batch = batch_size_of(prompt, prompt_embeds) * num_images_per_prompt
+        check_generators(generator, batch)
+        guidance = self.start_call(guidance_scale, guidance_rescale)
+        device = self._execution_device
+        embeds = encode_prompt_sdxl(
+            self.tokenizer, self.tokenizer_2, self.text_encoder, self.text_encoder_2, prompt, prompt_2,
+            device=device, num_images_per_prompt=num_images_per_prompt, do_classifier_free_guidance=guidance.active,
+            negative_prompt=negative_prompt, negative_prompt_2=negative_prompt_2, prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
+            negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, clip_skip=clip_skip,
+            force_zeros_for_empty_prompt=self.config.force_zeros_for_empty_prompt,
+        )  # fmt: skip
+        steps, _ = set_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
+        f = self.vae_scale_factor
+        shape = (batch, self.unet.config.in_channels, height // f, width // f)
+        dtype = embeds.prompt_embeds.dtype
+        latents = prepare_latents(shape, self.scheduler, generator, device, dtype, latents)
+        size, pooled_dim = (height, width), self.pooled_dim(embeds)
+        ids = self.time_ids(
+            original_size or size,
+            crops_coords_top_left,
+            target_size or size,
+            dtype=dtype,
+            pooled_dim=pooled_dim,
+        )
+        negative_ids = ids
+        if negative_original_size is not None and negative_target_size is not None:
+            negative_ids = self.time_ids(
+                negative_original_size, negative_crops_coords_top_left, negative_target_size,
+                dtype=dtype, pooled_dim=pooled_dim,
+            )  # fmt: skip
+        steps = cut_at_denoising_end(self.scheduler, steps, denoising_end)
+        self._num_timesteps = len(steps)
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(0)
+        latents = run(
+            self.unet, self.scheduler, latents, steps,
+            conditioning=self.sdxl_conditioning(embeds, guidance, ids, negative_ids, batch, cross_attention_kwargs),
+            guidance=guidance, step_kwargs={"eta": eta, "generator": generator}, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=inputs, pipe=self, progress_bar=self.progress_bar_config or True,
+        )  # fmt: skip
+        return self.decode_and_finish(latents, output_type, return_dict)

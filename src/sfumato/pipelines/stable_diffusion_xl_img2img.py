@@ -1,0 +1,206 @@
+"""`StableDiffusionXLImg2ImgPipeline`: SDXL image-to-image and the SDXL refiner, equal to diffusers' outputs.
+
+The refiner (`requires_aesthetics_score=True`) conditions on `aesthetic_score` instead of
+`target_size`. For an ensemble of experts, run the base with `denoising_end=f, output_type="latent"`
+and pass its latents as `image` here with `denoising_start=f`: the refiner continues the schedule
+from there, adding no noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .denoise import Generator, StepCallback, run, set_timesteps, strength_timesteps
+from .images import OutputType, PipelineImageInput, preprocess_image
+from .sd_common import check_generators, check_strength_positive
+from .stable_diffusion_img2img import image_latents
+from .stable_diffusion_xl import (
+    Size,
+    StableDiffusionXLPipeline,
+    StableDiffusionXLPipelineOutput,
+    check_fraction,
+    cut_at_denoising_end,
+)
+from .text import Prompt, PromptEmbeds, batch_size_of, encode_prompt_sdxl
+
+
+def start_at_denoising_start(scheduler: Any, denoising_start: float) -> tuple[Tensor, int]:
+    """The timesteps below the `denoising_start` fraction of the noise schedule (the second expert's part)."""
+    train = scheduler.config.num_train_timesteps
+    cutoff = int(round(train - denoising_start * train))
+    n = int((scheduler.timesteps < cutoff).sum())
+    if scheduler.order == 2 and n % 2 == 0:
+        n += 1  # 2nd-order schedulers: start on a first-order (full) step
+    begin = len(scheduler.timesteps) - n
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    return scheduler.timesteps[begin:], n
+
+
+class StableDiffusionXLImg2ImgPipeline(StableDiffusionXLPipeline):
+    """SDXL image-to-image (base or refiner checkpoints)."""
+
+    def __init__(
+        self,
+        vae: Any,
+        text_encoder: Any,
+        text_encoder_2: Any,
+        tokenizer: Any,
+        tokenizer_2: Any,
+        unet: Any,
+        scheduler: Any,
+        image_encoder: Any = None,
+        feature_extractor: Any = None,
+        requires_aesthetics_score: bool = False,
+        force_zeros_for_empty_prompt: bool = True,
+        add_watermarker: bool | None = None,
+    ) -> None:
+        self.register_to_config(requires_aesthetics_score=requires_aesthetics_score)
+        super().__init__(
+            vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, unet, scheduler, image_encoder,
+            feature_extractor, force_zeros_for_empty_prompt, add_watermarker,
+        )  # fmt: skip
+
+    def micro_conditioning(
+        self, embeds: PromptEmbeds, size: Size, sizes: dict[str, Any], dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
+        """(time ids, negative time ids): sizes and crops, then target size or (refiner) aesthetic score."""
+        original = sizes["original_size"] or size
+        target = sizes["target_size"] or size
+        negative_original = sizes["negative_original_size"] or original
+        negative_target = sizes["negative_target_size"] or target
+        crops = sizes["crops_coords_top_left"]
+        if self.config.requires_aesthetics_score:
+            last, negative_last = (sizes["aesthetic_score"],), (sizes["negative_aesthetic_score"],)
+            negative_crops = sizes["negative_crops_coords_top_left"]
+        else:
+            last, negative_last, negative_crops = (
+                target,
+                negative_target,
+                crops,
+            )  # diffusers reuses `crops` here
+        pooled_dim = self.pooled_dim(embeds)
+        ids = self.time_ids(original, crops, last, dtype=dtype, pooled_dim=pooled_dim)
+        negative_ids = self.time_ids(
+            negative_original, negative_crops, negative_last, dtype=dtype, pooled_dim=pooled_dim
+        )
+        return ids, negative_ids
+
+    def start_latents(
+        self, image: PipelineImageInput, steps: Tensor, batch: int, add_noise: bool, generator: Generator
+    ) -> Tensor:
+        """Latents of `image` (encoded in float32 for an fp16 VAE with `force_upcast`), noised to `steps[0]`."""
+        pixels = preprocess_image(image, vae_scale_factor=self.vae_scale_factor, latent_channels=4)
+        device, dtype = self._execution_device, self.text_dtype()
+        pixels = pixels.to(device=device, dtype=dtype)
+        upcast = pixels.shape[1] != 4 and self.vae.config.get("force_upcast", False)
+        if upcast:
+            self.vae.to(torch.float32)
+        try:
+            x0 = image_latents(self, pixels.float() if upcast else pixels, batch, generator).to(dtype)
+        finally:
+            if upcast:
+                self.vae.to(dtype)
+        if not add_noise:
+            return x0
+        return self.scheduler.add_noise(x0, self.noise_like(x0, generator), steps[:1].repeat(batch))
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Prompt | None = None,
+        prompt_2: Prompt | None = None,
+        image: PipelineImageInput = None,
+        strength: float = 0.3,
+        num_inference_steps: int = 50,
+        timesteps: Sequence[int] | None = None,
+        sigmas: Sequence[float] | None = None,
+        denoising_start: float | None = None,
+        denoising_end: float | None = None,
+        guidance_scale: float = 5.0,
+        negative_prompt: Prompt | None = None,
+        negative_prompt_2: Prompt | None = None,
+        num_images_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: Generator = None,
+        latents: Tensor | None = None,
+        prompt_embeds: Tensor | None = None,
+        negative_prompt_embeds: Tensor | None = None,
+        pooled_prompt_embeds: Tensor | None = None,
+        negative_pooled_prompt_embeds: Tensor | None = None,
+        output_type: OutputType = "pil",
+        return_dict: bool = True,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        guidance_rescale: float = 0.0,
+        original_size: Size | None = None,
+        crops_coords_top_left: Size = (0, 0),
+        target_size: Size | None = None,
+        negative_original_size: Size | None = None,
+        negative_crops_coords_top_left: Size = (0, 0),
+        negative_target_size: Size | None = None,
+        aesthetic_score: float = 6.0,
+        negative_aesthetic_score: float = 2.5,
+        clip_skip: int | None = None,
+        callback_on_step_end: StepCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> StableDiffusionXLPipelineOutput | tuple:
+        """Repaint `image` guided by `prompt`; `strength` (or `denoising_start`) picks where the schedule starts."""
+        sizes = dict(
+            original_size=original_size, crops_coords_top_left=crops_coords_top_left, target_size=target_size,
+            negative_original_size=negative_original_size, negative_target_size=negative_target_size,
+            negative_crops_coords_top_left=negative_crops_coords_top_left, aesthetic_score=aesthetic_score,
+            negative_aesthetic_score=negative_aesthetic_score,
+        )  # fmt: skip
+        inputs = getattr(callback_on_step_end, "tensor_inputs", callback_on_step_end_tensor_inputs)
+        check_strength_positive(strength)
+        if image is None:
+            raise ValueError(
+                "`image` is required for image-to-image; pass a PIL image, array, tensor or path"
+            )
+        self.check_common(
+            num_inference_steps=num_inference_steps, timesteps=timesteps, sigmas=sigmas,
+            guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+            num_images_per_prompt=num_images_per_prompt, output_type=output_type,
+            callback_on_step_end_tensor_inputs=inputs,
+        )  # fmt: skip
+        check_fraction(denoising_start, "denoising_start")
+        check_fraction(denoising_end, "denoising_end")
+        if denoising_start is not None and denoising_end is not None and denoising_start >= denoising_end:
+            raise ValueError(
+                f"`denoising_start` ({denoising_start}) must be below `denoising_end` ({denoising_end})"
+            )
+        batch = batch_size_of(prompt, prompt_embeds) * num_images_per_prompt
+        check_generators(generator, batch)
+        guidance = self.start_call(guidance_scale, guidance_rescale)
+        device = self._execution_device
+        embeds = encode_prompt_sdxl(
+            self.tokenizer, self.tokenizer_2, self.text_encoder, self.text_encoder_2, prompt, prompt_2,
+            device=device, num_images_per_prompt=num_images_per_prompt, do_classifier_free_guidance=guidance.active,
+            negative_prompt=negative_prompt, negative_prompt_2=negative_prompt_2, prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
+            negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, clip_skip=clip_skip,
+            force_zeros_for_empty_prompt=self.config.force_zeros_for_empty_prompt,
+        )  # fmt: skip
+        _, n = set_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
+        if denoising_start is None:
+            steps, _ = strength_timesteps(self.scheduler, n, strength)
+        else:
+            steps, _ = start_at_denoising_start(self.scheduler, denoising_start)
+        if latents is None:
+            latents = self.start_latents(image, steps, batch, denoising_start is None, generator)
+        f = self.vae_scale_factor
+        size = (latents.shape[-2] * f, latents.shape[-1] * f)
+        ids, negative_ids = self.micro_conditioning(embeds, size, sizes, embeds.prompt_embeds.dtype)
+        steps = cut_at_denoising_end(self.scheduler, steps, denoising_end)
+        self._num_timesteps = len(steps)
+        latents = run(
+            self.unet, self.scheduler, latents, steps,
+            conditioning=self.sdxl_conditioning(embeds, guidance, ids, negative_ids, batch, cross_attention_kwargs),
+            guidance=guidance, step_kwargs={"eta": eta, "generator": generator}, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=inputs, pipe=self, progress_bar=self.progress_bar_config or True,
+        )  # fmt: skip
+        return self.decode_and_finish(latents, output_type, return_dict)
