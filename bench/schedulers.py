@@ -3,7 +3,7 @@
 Runs are interleaved (ours, theirs, ours, ...) so background load hits both alike; the table shows the
 median time per step over `--repeats` full loops and the ratio ours / diffusers (< 1 means faster).
 
-    python bench/schedulers.py [--steps 25] [--repeats 7]
+    python bench/schedulers.py [--steps 25] [--repeats 15]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main() -> None:
     diffusers.utils.logging.set_verbosity_error()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     torch.set_num_threads(1)
     x0 = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(1))

@@ -67,7 +67,9 @@ def test_finetune_bad_inputs(tmp_path, capsys, images):
     pipe = tmp_path / "pipe"
     pipe.mkdir()
     (pipe / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    code, _, err = run_cli(capsys, "train", "finetune", str(pipe), "--data", str(tmp_path / "nope"), "--output", out)
+    code, _, err = run_cli(
+        capsys, "train", "finetune", str(pipe), "--data", str(tmp_path / "nope"), "--output", out
+    )
     _assert_usage_error(code, err, "--data")
     code, _, err = run_cli(capsys, "train", "finetune", str(pipe), "--data", str(images), "--output", out)
     _assert_usage_error(code, err, "have no caption")  # a.png has no a.txt
@@ -79,10 +81,14 @@ def test_finetune_bad_inputs(tmp_path, capsys, images):
 
 def test_unconditional_bad_inputs(tmp_path, capsys, images):
     out = str(tmp_path / "out")
-    code, _, err = run_cli(capsys, "train", "unconditional", "--data", str(tmp_path / "nope"), "--output", out)
+    code, _, err = run_cli(
+        capsys, "train", "unconditional", "--data", str(tmp_path / "nope"), "--output", out
+    )
     _assert_usage_error(code, err, "--data")
     (tmp_path / "empty").mkdir()
-    code, _, err = run_cli(capsys, "train", "unconditional", "--data", str(tmp_path / "empty"), "--output", out)
+    code, _, err = run_cli(
+        capsys, "train", "unconditional", "--data", str(tmp_path / "empty"), "--output", out
+    )
     _assert_usage_error(code, err, "no images in")
     code, _, err = run_cli(capsys, "train", "unconditional", "--data", str(images), "--output", out,
                            "--resolution", "30")  # fmt: skip

@@ -206,3 +206,17 @@ def test_bfloat16_load(tmp_path, make_seeded, assert_close):
         assert_close(ref16(x.bfloat16()).sample, out, tol=0.1)  # both round differently
         assert_close(ref(x).sample, out, tol=0.2)  # bf16 keeps ~3 significant digits per layer
     assert model.to(torch.float16).dtype == torch.float16
+
+
+def test_outputs_behave_like_diffusers_outputs(pair):
+    ref, model = pair
+    z = torch.randn(1, 4, 4, 4)
+    with torch.no_grad():
+        ours, theirs = model.decode(z), ref.decode(z)
+        assert list(ours) == list(theirs) == ["sample"]  # commit_loss=None is left out
+        assert list(ours.keys()) == list(theirs.keys())
+        assert len(ours.to_tuple()) == len(theirs.to_tuple()) == 1
+        assert isinstance(model.decode(z, return_dict=False), tuple)
+        assert isinstance(
+            model.encode(image(1), return_dict=False)[0], type(model.encode(image(1)).latent_dist)
+        )

@@ -73,6 +73,16 @@ CONFIGS = {
         "class_embeddings_concat": True,
         "layers_per_block": (1, 2),
     },
+    # x4-upscaler-like class ids, per-layer transformer depths with an explicit reverse table
+    "classes_asymmetric": {
+        **SD15,
+        "num_class_embeds": 10,
+        "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        "transformer_layers_per_block": ((1, 2), (2, 1)),
+        "reverse_transformer_layers_per_block": ((1, 1, 2), (2, 1, 1)),
+    },
+    "timestep_class": {**SD15, "class_embed_type": "timestep", "resnet_time_scale_shift": "scale_shift"},
 }
 
 
@@ -91,6 +101,10 @@ def inputs(config: dict, batch: int = 2, size: tuple[int, int] = (16, 16), seed:
         )
     if config.get("class_embed_type") == "projection":
         kw["class_labels"] = torch.randn(batch, 6, generator=g)
+    if config.get("num_class_embeds"):
+        kw["class_labels"] = torch.tensor([3, 9][:batch])
+    if config.get("class_embed_type") == "timestep":
+        kw["class_labels"] = torch.tensor([20, 750][:batch])
     if config.get("time_cond_proj_dim"):
         kw["timestep_cond"] = torch.randn(batch, 5, generator=g)
     return kw

@@ -218,3 +218,16 @@ def test_passed_component_replaces_an_unloadable_entry(saved, text_encoders):
     index_path.write_text(json.dumps({**index, "text_encoder": ["mylib", "MyEncoder"]}))
     loaded = TextPipe.from_pretrained(saved, text_encoder=text_encoders[0])
     assert loaded.text_encoder is text_encoders[0]
+
+
+def test_variant_round_trip_readable_by_diffusers(tmp_path):
+    import diffusers
+
+    ours = DDPMPipeline(unet=_unet(), scheduler=DDPMScheduler())
+    ours.save_pretrained(tmp_path, variant="fp16")
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    again = DiffusionPipeline.from_pretrained(tmp_path, variant="fp16")
+    theirs = diffusers.DDPMPipeline.from_pretrained(tmp_path, variant="fp16")
+    for name, value in ours.unet.state_dict().items():
+        torch.testing.assert_close(again.unet.state_dict()[name], value)
+        torch.testing.assert_close(theirs.unet.state_dict()[name], value)

@@ -184,3 +184,14 @@ def test_latent_mask_and_masked_image():
     masked = images.masked_image(image, mask)
     assert torch.all(masked[mask.expand_as(image) >= 0.5] == 0)
     torch.testing.assert_close(masked[mask.expand_as(image) < 0.5], image[mask.expand_as(image) < 0.5])
+
+
+def test_pixel_limit_before_allocation():
+    images.check_pixels(1024, 1024)
+    images.check_pixels(4096, 4096)  # the default limit
+    with pytest.raises(ValueError, match="above max_pixels=16,777,216"):
+        images.check_pixels(8192, 4096)
+    # SD's first attention at 4096x4096: 512 * 512 latent tokens, 137 GB for one naive fp16 map
+    with pytest.raises(ValueError, match="262,144 tokens.*137 GB.*max_pixels=None"):
+        images.check_pixels(4096, 4096, max_pixels=1024 * 1024)
+    images.check_pixels(8192, 8192, max_pixels=None)

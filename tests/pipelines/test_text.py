@@ -104,6 +104,7 @@ def test_truncation_warning_names_dropped_words(tokenizers, text_encoders, caplo
             "batch size 1 but `prompt` has batch size 2",
         ),
         (dict(prompt="a", num_images_per_prompt=0), ValueError, "num_images_per_prompt"),
+        (dict(prompt="a", clip_skip=-1), ValueError, "clip_skip"),
     ],
 )
 def test_bad_prompts(tokenizers, text_encoders, bad, err, match):
@@ -167,12 +168,3 @@ def test_sdxl_refiner_has_only_text_encoder_2(tokenizers, text_encoders):
         )
     torch.testing.assert_close(ours.prompt_embeds, expected[0])
     torch.testing.assert_close(ours.negative_pooled_prompt_embeds, expected[3])
-
-
-def test_transformers_not_imported_by_text_module():
-    import subprocess
-    import sys
-
-    code = "import sfumato.pipelines.text, sys; print('transformers' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"

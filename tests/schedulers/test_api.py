@@ -109,20 +109,21 @@ def test_explicit_override_survives_hops():
     )
 
 
-@pytest.mark.parametrize(
-    "name", ["DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "LCMScheduler", "PNDMScheduler"]
-)
+@pytest.mark.parametrize("name", CLASSES)
 def test_save_load_round_trips_with_diffusers(tmp_path, name):
-    config = (
-        {"use_karras_sigmas": True}
-        if name in ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler")
-        else {}
-    )
-    ours, theirs = make_pair(name, {**SD_BETAS, **config} if name != "LCMScheduler" else config)
+    config = {"LCMScheduler": {}, "FlowMatchEulerDiscreteScheduler": {"shift": 3.0}}.get(name, dict(SD_BETAS))
+    if name in ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler"):
+        config["use_karras_sigmas"] = True
+    ours, theirs = make_pair(name, config)
     ours.save_pretrained(tmp_path / "ours")
     theirs.save_pretrained(tmp_path / "theirs" / "scheduler")
     written = json.loads((tmp_path / "ours" / "scheduler_config.json").read_text())
+    by_diffusers = json.loads((tmp_path / "theirs" / "scheduler" / "scheduler_config.json").read_text())
     assert written["_class_name"] == name
+    assert set(written) - {"_sfumato_version"} == set(by_diffusers)
+    assert {k: v for k, v in written.items() if not k.startswith("_")} == {
+        k: v for k, v in by_diffusers.items() if not k.startswith("_")
+    }
     from_ours = getattr(diffusers, name).from_pretrained(tmp_path / "ours")
     from_theirs = getattr(S, name).from_pretrained(tmp_path / "theirs", subfolder="scheduler")
     again = getattr(S, name).from_pretrained(tmp_path / "ours")

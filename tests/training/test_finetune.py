@@ -64,8 +64,12 @@ def test_finetune_changes_only_the_unet(base_model, caption_folder, tmp_path):
 
 def test_folder_without_model_index_is_refused(tmp_path, caption_folder):
     with pytest.raises(ValueError, match="has no model_index.json"):
-        finetune(FinetuneConfig(model=tmp_path, data_dir=caption_folder, output_dir=tmp_path / "o", progress=False))
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline", "unet": ["x", "y"]}))
+        finetune(
+            FinetuneConfig(model=tmp_path, data_dir=caption_folder, output_dir=tmp_path / "o", progress=False)
+        )
+    (tmp_path / "model_index.json").write_text(
+        json.dumps({"_class_name": "DDPMPipeline", "unet": ["x", "y"]})
+    )
     with pytest.raises(ValueError, match="not a text-to-image pipeline"):
         check_pipeline_folder(tmp_path)
 

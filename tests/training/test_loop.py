@@ -97,7 +97,9 @@ def _run(path, **kw):
 
 def test_ema_is_returned_and_resumes_exactly(tmp_path):
     raw = _run(tmp_path / "raw", max_steps=20, save_every=10)
-    instant = _run(tmp_path / "instant", max_steps=20, save_every=10, ema_decay=1e-9)  # average = last weights
+    instant = _run(
+        tmp_path / "instant", max_steps=20, save_every=10, ema_decay=1e-9
+    )  # average = last weights
     assert all(torch.equal(a, b) for a, b in zip(raw, instant))
     straight = _run(tmp_path / "a", max_steps=20, save_every=10, ema_decay=0.9)
     assert not all(torch.equal(a, b) for a, b in zip(raw, straight))

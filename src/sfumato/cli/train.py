@@ -90,7 +90,9 @@ def check_common(args: argparse.Namespace) -> None:
     if output.exists() and not output.is_dir():
         raise UsageError(f"--output {output}: is a file, expected a folder")
     if output.is_dir() and any(output.iterdir()) and not args.resume:
-        raise UsageError(f"--output {output} is not empty; pass --resume to continue its run or choose a new folder")
+        raise UsageError(
+            f"--output {output} is not empty; pass --resume to continue its run or choose a new folder"
+        )
 
 
 def _check_data(args: argparse.Namespace, captions: bool) -> None:

@@ -1,7 +1,8 @@
 """Output dataclasses with diffusers' attribute names (`.sample`, `.latent_dist`).
 
-Like diffusers' outputs they can also be indexed by position or name (`out[0]`, `out["sample"]`)
-and unpacked with `to_tuple()`; `return_dict=False` returns that tuple directly.
+Like diffusers' outputs (ordered dicts) they can also be indexed by position or name (`out[0]`,
+`out["sample"]`), iterate over their keys, and unpack with `to_tuple()`; `return_dict=False` returns
+that tuple directly. Fields that are None are left out, as in diffusers.
 """
 
 from __future__ import annotations
@@ -30,8 +31,14 @@ class ModelOutput:
             return dict(zip(self.keys(), self.to_tuple()))[key]
         return self.to_tuple()[key]
 
+    def values(self) -> list[Any]:
+        return list(self.to_tuple())
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(zip(self.keys(), self.to_tuple()))
+
     def __iter__(self):
-        return iter(self.to_tuple())
+        return iter(self.keys())  # like diffusers' outputs, which are ordered dicts
 
     def __len__(self) -> int:
         return len(self.to_tuple())

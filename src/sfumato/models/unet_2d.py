@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -78,21 +79,7 @@ class UNet2DModel(ModelMixin):
 
         time_embed_dim = time_embedding_dim or block_out_channels[0] * 4
         self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
-        if time_embedding_type == "learned":
-            if num_train_timesteps is None:
-                raise ValueError("time_embedding_type='learned' needs num_train_timesteps")
-            self.time_proj = nn.Embedding(num_train_timesteps, block_out_channels[0])
-        else:
-            self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift)
-        self.time_embedding = TimestepEmbedding(block_out_channels[0], time_embed_dim)
-        if class_embed_type is None and num_class_embeds is not None:
-            self.class_embedding = nn.Embedding(num_class_embeds, time_embed_dim)
-        elif class_embed_type == "timestep":
-            self.class_embedding = TimestepEmbedding(block_out_channels[0], time_embed_dim)
-        elif class_embed_type == "identity":
-            self.class_embedding = nn.Identity()
-        else:
-            self.class_embedding = None
+        self._build_embeddings(time_embed_dim)
 
         spec = BlockSpec(
             temb_channels=time_embed_dim,
@@ -113,13 +100,11 @@ class UNet2DModel(ModelMixin):
         )
         self.mid_block = None
         if mid_block_type is not None:
-            mid = BlockSpec(
-                **{
-                    **spec.__dict__,
-                    "output_scale_factor": mid_block_scale_factor,
-                    "attn_groups": attn_norm_num_groups,
-                    "add_attention": add_attention,
-                }
+            mid = replace(
+                spec,
+                output_scale_factor=mid_block_scale_factor,
+                attn_groups=attn_norm_num_groups,
+                add_attention=add_attention,
             )
             self.mid_block = lookup(MID_BLOCKS, mid_block_type, "mid_block_type")(mid, channels[-1], 1)
         rev = reversed_list(channels)
@@ -133,6 +118,26 @@ class UNet2DModel(ModelMixin):
         self.conv_norm_out = nn.GroupNorm(groups_out, block_out_channels[0], eps=norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
+
+    def _build_embeddings(self, time_embed_dim: int) -> None:
+        """`time_proj` + `time_embedding`, and `class_embedding` when the config asks for one."""
+        c = self.config
+        width = c.block_out_channels[0]
+        if c.time_embedding_type == "learned":
+            if c.num_train_timesteps is None:
+                raise ValueError("time_embedding_type='learned' needs num_train_timesteps")
+            self.time_proj = nn.Embedding(c.num_train_timesteps, width)
+        else:
+            self.time_proj = Timesteps(width, c.flip_sin_to_cos, c.freq_shift)
+        self.time_embedding = TimestepEmbedding(width, time_embed_dim)
+        if c.class_embed_type is None and c.num_class_embeds is not None:
+            self.class_embedding = nn.Embedding(c.num_class_embeds, time_embed_dim)
+        elif c.class_embed_type == "timestep":
+            self.class_embedding = TimestepEmbedding(width, time_embed_dim)
+        elif c.class_embed_type == "identity":
+            self.class_embedding = nn.Identity()
+        else:
+            self.class_embedding = None
 
     @classmethod
     def _convert_legacy_keys(cls, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

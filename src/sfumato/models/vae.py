@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from torch import Tensor, nn
 
@@ -37,7 +38,7 @@ class Encoder(nn.Module):
             )
             for i, name in enumerate(block_types)
         )
-        mid = BlockSpec(**{**spec.__dict__, "add_attention": mid_block_add_attention})
+        mid = replace(spec, add_attention=mid_block_add_attention)
         self.mid_block = MID_BLOCKS["UNetMidBlock2D"](mid, channels[-1], 1)
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, channels[-1], eps=_EPS)
         self.conv_act = get_activation(act_fn)
@@ -70,7 +71,7 @@ class Decoder(nn.Module):
         rev = list(reversed(block_out_channels))
         n = len(rev)
         self.conv_in = nn.Conv2d(in_channels, rev[0], kernel_size=3, padding=1)
-        mid = BlockSpec(**{**spec.__dict__, "add_attention": mid_block_add_attention})
+        mid = replace(spec, add_attention=mid_block_add_attention)
         self.mid_block = MID_BLOCKS["UNetMidBlock2D"](mid, rev[0], 1)
         self.up_blocks = nn.ModuleList(
             lookup(UP_BLOCKS, name, "up_block_types")(

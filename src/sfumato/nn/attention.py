@@ -74,9 +74,10 @@ class Attention(nn.Module):
         spatial = x.ndim == 4
         if spatial:
             b, c, height, width = x.shape
+            x = x.reshape(b, c, height * width)  # normed as (B, C, HW), like diffusers (same float sums)
             if self.group_norm is not None:
                 x = self.group_norm(x)
-            x = x.view(b, c, height * width).transpose(1, 2)  # (B, HW, C)
+            x = x.transpose(1, 2)  # (B, HW, C)
         context = x if context is None else context
         h = multi_head_attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads, bias)
         h = self.to_out[1](self.to_out[0](h))

@@ -7,9 +7,7 @@ ones it needs, so the UNets and the VAE assemble themselves from the same three 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-
-from torch import nn
+from dataclasses import dataclass, replace
 
 from .attention import Attention
 from .blocks import DownStage, MidStage, UpStage
@@ -90,7 +88,7 @@ UpBuilder = Callable[[BlockSpec, int, int, int, int, bool], UpStage]
 def _down(attention: str | None, with_temb: bool = True) -> DownBuilder:
     def build(spec: BlockSpec, cin: int, cout: int, num_layers: int, add_downsample: bool) -> DownStage:
         if not with_temb:
-            spec = BlockSpec(**{**spec.__dict__, "temb_channels": None})
+            spec = replace(spec, temb_channels=None)
         resnets = [spec.resnet(cin if i == 0 else cout, cout) for i in range(num_layers)]
         attentions = None
         if attention == "cross":
@@ -108,7 +106,7 @@ def _up(attention: str | None, with_temb: bool = True) -> UpBuilder:
         spec: BlockSpec, cin: int, prev: int | None, cout: int, num_layers: int, add_upsample: bool
     ) -> UpStage:
         if not with_temb:  # decoder blocks: no skips, no time embedding
-            spec = BlockSpec(**{**spec.__dict__, "temb_channels": None})
+            spec = replace(spec, temb_channels=None)
             resnets = [spec.resnet(cin if i == 0 else cout, cout) for i in range(num_layers)]
         else:
             # resnet i reads the previous output (or the block below) concatenated with a skip
@@ -129,7 +127,7 @@ def _up(attention: str | None, with_temb: bool = True) -> UpBuilder:
 
 def _mid_spatial(spec: BlockSpec, channels: int, num_layers: int = 1) -> MidStage:
     groups = spec.groups if spec.groups is not None else min(channels // 4, 32)
-    spec = BlockSpec(**{**spec.__dict__, "groups": groups})
+    spec = replace(spec, groups=groups)
     scale = spec.output_scale_factor
     resnets = [spec.resnet(channels, channels, scale) for _ in range(num_layers + 1)]
     attentions = None
@@ -143,7 +141,7 @@ def _mid_spatial(spec: BlockSpec, channels: int, num_layers: int = 1) -> MidStag
 
 def _mid_cross(spec: BlockSpec, channels: int, num_layers: int = 1) -> MidStage:
     groups = spec.groups if spec.groups is not None else min(channels // 4, 32)
-    spec = BlockSpec(**{**spec.__dict__, "groups": groups})
+    spec = replace(spec, groups=groups)
     scale = spec.output_scale_factor
     resnets = [spec.resnet(channels, channels, scale) for _ in range(num_layers + 1)]
     attentions = [spec.transformer(channels, i) for i in range(num_layers)]
@@ -178,7 +176,3 @@ def lookup(table: dict[str, Callable], name: str, option: str) -> Callable:
             f"{option}: block type {name!r} is not supported; supported: {sorted(table)}"
         )
     return table[key]
-
-
-def is_cross_attention(block: nn.Module) -> bool:
-    return bool(getattr(block, "has_cross_attention", False))

@@ -124,8 +124,9 @@ class Transformer2DModel(nn.Module):
             h = h.permute(0, 2, 3, 1).reshape(b, height * width, -1)
         for block in self.transformer_blocks:
             h = block(h, context, self_bias, cross_bias)
+        # back to a contiguous (B, C, H, W) map: the following convs and norms are fastest on it
         if self.use_linear_projection:
-            h = self.proj_out(h).reshape(b, height, width, -1).permute(0, 3, 1, 2)
+            h = self.proj_out(h).reshape(b, height, width, -1).permute(0, 3, 1, 2).contiguous()
         else:
-            h = self.proj_out(h.reshape(b, height, width, -1).permute(0, 3, 1, 2))
+            h = self.proj_out(h.reshape(b, height, width, -1).permute(0, 3, 1, 2).contiguous())
         return h + residual

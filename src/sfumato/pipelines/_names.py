@@ -13,6 +13,7 @@ NAMES: dict[str, str] = {
     "StableDiffusionXLPipeline": _P + "stable_diffusion_xl",
     "StableDiffusionXLPipelineOutput": _P + "stable_diffusion_xl",
     "StableDiffusionXLImg2ImgPipeline": _P + "stable_diffusion_xl_img2img",
+    "StableDiffusionXLInpaintPipeline": _P + "stable_diffusion_xl_inpaint",
     "AutoPipelineForText2Image": _P + "auto",
     "AutoPipelineForImage2Image": _P + "auto",
     "AutoPipelineForInpainting": _P + "auto",

@@ -55,6 +55,26 @@ def check_size(height: int, width: int, multiple: int = 8) -> None:
         )
 
 
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+def check_pixels(
+    height: int, width: int, max_pixels: int | None = DEFAULT_MAX_PIXELS, vae_scale_factor: int = 8
+) -> None:
+    """Refuse output sizes above `max_pixels` before anything is allocated (`max_pixels=None` allows any size)."""
+    if max_pixels is None or height * width <= max_pixels:
+        return
+    tokens = (height // vae_scale_factor) * (width // vae_scale_factor)
+    gigabytes = (
+        tokens**2 * 2 / 1e9
+    )  # one fp16 attention map at latent resolution, without memory-efficient attention
+    raise ValueError(
+        f"{width}x{height} is {height * width:,} pixels, above max_pixels={max_pixels:,}; its highest-resolution "
+        f"self-attention has {tokens:,} tokens (a naive fp16 attention map of one head: {gigabytes:,.0f} GB). "
+        "Pass a smaller size, or max_pixels=None to try anyway"
+    )
+
+
 def _nearest_multiples(value: int, multiple: int) -> str:
     low = max(multiple, value - value % multiple)
     return f"{low} or {low + multiple}" if low < value else str(low)

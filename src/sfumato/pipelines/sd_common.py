@@ -102,6 +102,7 @@ class StableDiffusionBase(DiffusionPipeline):
         "negative_prompt_embeds",
     )
     model_cpu_offload_seq: ClassVar[str | None] = "text_encoder->image_encoder->unet->vae"
+    _upcast_vae_encode: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -201,15 +202,27 @@ class StableDiffusionBase(DiffusionPipeline):
         return encoder.dtype if encoder is not None else self.unet.dtype
 
     def encode_vae(self, image: Tensor, generator: Generator) -> Tensor:
-        """Images in [-1, 1] -> scaled latents sampled from the VAE posterior (one generator per row if a list)."""
-        vae, config = self.vae, self.vae.config
-        if isinstance(generator, (list, tuple)):
-            rows = [
-                vae.encode(image[i : i + 1]).latent_dist.sample(generator[i]) for i in range(image.shape[0])
-            ]
-            latents = torch.cat(rows)
-        else:
-            latents = vae.encode(image).latent_dist.sample(generator)
+        """Images in [-1, 1] -> scaled latents sampled from the VAE posterior (one generator per row if a list).
+
+        SDXL pipelines (`_upcast_vae_encode`) encode in float32 when the VAE has `force_upcast`.
+        """
+        vae, config, dtype, vae_dtype = self.vae, self.vae.config, image.dtype, self.vae.dtype
+        upcast = self._upcast_vae_encode and config.get("force_upcast", False) and vae_dtype != torch.float32
+        if upcast:
+            image = image.float()
+            vae.to(torch.float32)
+        try:
+            if isinstance(generator, (list, tuple)):
+                rows = [
+                    vae.encode(image[i : i + 1]).latent_dist.sample(generator[i]) for i in range(len(image))
+                ]
+                latents = torch.cat(rows)
+            else:
+                latents = vae.encode(image).latent_dist.sample(generator)
+        finally:
+            if upcast:
+                vae.to(vae_dtype)
+        latents = latents.to(dtype)
         if config.get("latents_mean") is not None and config.get("latents_std") is not None:
             mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1).to(latents)
             std = torch.tensor(config.latents_std).view(1, -1, 1, 1).to(latents)
@@ -220,7 +233,7 @@ class StableDiffusionBase(DiffusionPipeline):
         return randn_tensor(latents.shape, generator, latents.device, latents.dtype)
 
     def decode_and_finish(
-        self, latents: Tensor, output_type: OutputType, return_dict: bool, generator: Generator = None
+        self, latents: Tensor, output_type: OutputType, return_dict: bool
     ) -> StableDiffusionPipelineOutput | tuple:
         """VAE-decode the final latents (unless `output_type="latent"`) and wrap the result."""
         if output_type == "latent":

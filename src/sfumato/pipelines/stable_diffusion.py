@@ -28,10 +28,13 @@ class StableDiffusionPipeline(StableDiffusionBase):
         negative_prompt: Prompt | None = None,
         prompt_embeds: Tensor | None = None,
         negative_prompt_embeds: Tensor | None = None,
+        lora_scale: float | None = None,
         clip_skip: int | None = None,
-        **_ignored: Any,
     ) -> tuple[Tensor, Tensor | None]:
-        """(prompt_embeds, negative_prompt_embeds), each repeated `num_images_per_prompt` times (diffusers API)."""
+        """(prompt_embeds, negative_prompt_embeds), each repeated `num_images_per_prompt` times (diffusers API).
+
+        `lora_scale` is accepted for signature compatibility; sfumato has no LoRA layers yet.
+        """
         out = self._encode(
             prompt, device, num_images_per_prompt, do_classifier_free_guidance, negative_prompt,
             prompt_embeds, negative_prompt_embeds, clip_skip,
@@ -146,4 +149,4 @@ class StableDiffusionPipeline(StableDiffusionBase):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             pipe=self, progress_bar=self.progress_bar_config or True,
         )  # fmt: skip
-        return self.decode_and_finish(latents, output_type, return_dict, generator)
+        return self.decode_and_finish(latents, output_type, return_dict)

@@ -106,4 +106,4 @@ class StableDiffusionImg2ImgPipeline(StableDiffusionPipeline):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             pipe=self, progress_bar=self.progress_bar_config or True,
         )  # fmt: skip
-        return self.decode_and_finish(latents, output_type, return_dict, generator)
+        return self.decode_and_finish(latents, output_type, return_dict)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .denoise import Generator, Inpainting, StepCallback, run, set_timesteps, strength_timesteps
+from .denoise import Generator, Inpainting, StepCallback, randn_tensor, run, set_timesteps, strength_timesteps
 from .images import (
     OutputType,
     PipelineImageInput,
@@ -33,12 +33,8 @@ from .stable_diffusion_img2img import repeat_to_batch
 from .text import Prompt, batch_size_of
 
 
-class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
-    """Text-guided inpainting with a 9-channel inpainting UNet or a plain 4-channel one."""
-
-    _callback_tensor_inputs: ClassVar[tuple[str, ...]] = (
-        "latents", "prompt_embeds", "negative_prompt_embeds", "mask", "masked_image_latents",
-    )  # fmt: skip
+class InpaintMixin:
+    """Inpainting steps shared by the SD and SDXL inpaint pipelines (mixed into a `StableDiffusionBase`)."""
 
     def check_inpaint_inputs(
         self, image: PipelineImageInput, mask_image: PipelineImageInput, strength: float
@@ -76,6 +72,56 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
         )
         masked_latents = repeat_to_batch(encoded, batch, "masked_image_latents")
         return Inpainting(mask=mask, masked_image_latents=masked_latents if concat else None)
+
+    def inpaint_latents(
+        self,
+        pixels: Tensor,
+        mask: Tensor,
+        masked: Tensor | None,
+        t_start: Tensor,
+        from_noise: bool,
+        batch: int,
+        generator: Generator,
+        latents: Tensor | None,
+        add_noise: bool = True,
+    ) -> tuple[Tensor, Inpainting]:
+        """Starting latents and the loop's inpainting inputs, with generator draws in diffusers' order.
+
+        Pure noise at strength 1, else the image latents noised to `t_start`; `add_noise=False`
+        (SDXL `denoising_start`) starts from the image latents themselves.
+        """
+        f, c = self.vae_scale_factor, self.vae.config.latent_channels
+        blend = self.unet.config.in_channels == c  # 4-channel UNet: blend with the image latents each step
+        x0 = None
+        if pixels.shape[1] == c or blend or (latents is None and not from_noise) or not add_noise:
+            x0 = pixels if pixels.shape[1] == c else self.encode_vae(pixels, generator)
+            x0 = x0.repeat(batch // x0.shape[0], 1, 1, 1)
+        shape = (batch, c, pixels.shape[-2] // f, pixels.shape[-1] // f)
+        if latents is not None and tuple(latents.shape) != shape:
+            raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape}")
+        if latents is not None and add_noise:
+            noise = latents.to(pixels.device)
+            latents = noise * self.scheduler.init_noise_sigma
+        else:
+            noise = randn_tensor(shape, generator, pixels.device, pixels.dtype)
+            if not add_noise:
+                latents = x0
+            elif from_noise:
+                latents = noise * self.scheduler.init_noise_sigma
+            else:
+                latents = self.scheduler.add_noise(x0, noise, t_start)
+        inpainting = self.prepare_inpainting(pixels, mask, masked, batch, generator)
+        if blend:
+            inpainting.image_latents, inpainting.noise = x0, noise
+        return latents, inpainting
+
+
+class StableDiffusionInpaintPipeline(InpaintMixin, StableDiffusionPipeline):
+    """Text-guided inpainting with a 9-channel inpainting UNet or a plain 4-channel one."""
+
+    _callback_tensor_inputs: ClassVar[tuple[str, ...]] = (
+        "latents", "prompt_embeds", "negative_prompt_embeds", "mask", "masked_image_latents",
+    )  # fmt: skip
 
     @torch.no_grad()
     def __call__(
@@ -138,7 +184,7 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
             )
         self._num_timesteps = len(steps)
         dtype = embeds.prompt_embeds.dtype
-        latents, inpainting = self.start_latents(
+        latents, inpainting = self.inpaint_latents(
             pixels.to(device=device, dtype=dtype), mask.to(device=device, dtype=dtype), masked_image_latents,
             steps[:1].repeat(batch), strength == 1.0, batch, generator, latents,
         )  # fmt: skip
@@ -150,40 +196,4 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             pipe=self, progress_bar=self.progress_bar_config or True,
         )  # fmt: skip
-        return self.decode_and_finish(latents, output_type, return_dict, generator)
-
-    def start_latents(
-        self,
-        pixels: Tensor,
-        mask: Tensor,
-        masked: Tensor | None,
-        t_start: Tensor,
-        from_noise: bool,
-        batch: int,
-        generator: Generator,
-        latents: Tensor | None,
-    ) -> tuple[Tensor, Inpainting]:
-        """Starting latents (pure noise at strength 1, else the noised image) and the loop's inpainting inputs."""
-        f, c = self.vae_scale_factor, self.vae.config.latent_channels
-        blend = self.unet.config.in_channels == c  # 4-channel UNet: blend with the image latents each step
-        x0 = None
-        if blend or (latents is None and not from_noise):
-            x0 = pixels if pixels.shape[1] == c else self.encode_vae(pixels, generator)
-            x0 = x0.repeat(batch // x0.shape[0], 1, 1, 1)
-        shape = (batch, c, pixels.shape[-2] // f, pixels.shape[-1] // f)
-        if latents is None:
-            noise = self.noise_like(torch.empty(shape, device=pixels.device, dtype=pixels.dtype), generator)
-            latents = (
-                noise * self.scheduler.init_noise_sigma
-                if from_noise
-                else self.scheduler.add_noise(x0, noise, t_start)
-            )
-        else:
-            if tuple(latents.shape) != shape:
-                raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape}")
-            noise = latents.to(pixels.device)
-            latents = noise * self.scheduler.init_noise_sigma
-        inpainting = self.prepare_inpainting(pixels, mask, masked, batch, generator)
-        if blend:
-            inpainting.image_latents, inpainting.noise = x0, noise
-        return latents, inpainting
+        return self.decode_and_finish(latents, output_type, return_dict)

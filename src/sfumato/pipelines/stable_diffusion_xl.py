@@ -38,6 +38,15 @@ def check_fraction(value: float | None, name: str) -> None:
         )
 
 
+def check_denoising(denoising_start: float | None, denoising_end: float | None) -> None:
+    check_fraction(denoising_start, "denoising_start")
+    check_fraction(denoising_end, "denoising_end")
+    if denoising_start is not None and denoising_end is not None and denoising_start >= denoising_end:
+        raise ValueError(
+            f"`denoising_start` ({denoising_start}) must be below `denoising_end` ({denoising_end})"
+        )
+
+
 def cut_at_denoising_end(scheduler: Any, timesteps: Tensor, denoising_end: float | None) -> Tensor:
     """Ensemble of experts: keep the timesteps above the `denoising_end` fraction of the noise schedule."""
     if denoising_end is None:
@@ -57,6 +66,7 @@ class StableDiffusionXLPipeline(StableDiffusionBase):
         "latents", "prompt_embeds", "add_text_embeds", "add_time_ids",
     )  # fmt: skip
     model_cpu_offload_seq: ClassVar[str | None] = "text_encoder->text_encoder_2->image_encoder->unet->vae"
+    _upcast_vae_encode: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -86,26 +96,49 @@ class StableDiffusionXLPipeline(StableDiffusionBase):
         encoder = getattr(self, "text_encoder_2", None) or getattr(self, "text_encoder", None)
         return encoder.dtype if encoder is not None else self.unet.dtype
 
-    def encode_prompt(self, prompt: Prompt | None, prompt_2: Prompt | None = None, **kwargs: Any) -> tuple:
-        """(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds)."""
-        kwargs.pop("lora_scale", None)
-        kwargs.setdefault("device", self._execution_device)
-        kwargs.setdefault("force_zeros_for_empty_prompt", self.config.force_zeros_for_empty_prompt)
+    def encode_prompt(
+        self,
+        prompt: Prompt | None,
+        prompt_2: Prompt | None = None,
+        device: torch.device | str | None = None,
+        num_images_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        negative_prompt: Prompt | None = None,
+        negative_prompt_2: Prompt | None = None,
+        prompt_embeds: Tensor | None = None,
+        negative_prompt_embeds: Tensor | None = None,
+        pooled_prompt_embeds: Tensor | None = None,
+        negative_pooled_prompt_embeds: Tensor | None = None,
+        lora_scale: float | None = None,
+        clip_skip: int | None = None,
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds) (diffusers API)."""
         e = encode_prompt_sdxl(
-            self.tokenizer,
-            self.tokenizer_2,
-            self.text_encoder,
-            self.text_encoder_2,
-            prompt,
-            prompt_2,
-            **kwargs,
-        )
+            self.tokenizer, self.tokenizer_2, self.text_encoder, self.text_encoder_2, prompt, prompt_2,
+            device=device or self._execution_device, num_images_per_prompt=num_images_per_prompt,
+            do_classifier_free_guidance=do_classifier_free_guidance, negative_prompt=negative_prompt,
+            negative_prompt_2=negative_prompt_2, prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
+            negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, clip_skip=clip_skip,
+            force_zeros_for_empty_prompt=self.config.force_zeros_for_empty_prompt,
+        )  # fmt: skip
         return (
             e.prompt_embeds,
             e.negative_prompt_embeds,
             e.pooled_prompt_embeds,
             e.negative_pooled_prompt_embeds,
         )
+
+    def encode_sdxl(
+        self, guidance: ClassifierFreeGuidance, num_images_per_prompt: int, **prompts: Any
+    ) -> PromptEmbeds:
+        """`text.encode_prompt_sdxl` with this pipeline's encoders; `prompts` are the call's prompt arguments."""
+        return encode_prompt_sdxl(
+            self.tokenizer, self.tokenizer_2, self.text_encoder, self.text_encoder_2,
+            device=self._execution_device, num_images_per_prompt=num_images_per_prompt,
+            do_classifier_free_guidance=guidance.active,
+            force_zeros_for_empty_prompt=self.config.force_zeros_for_empty_prompt, **prompts,
+        )  # fmt: skip
 
     def time_ids(self, *parts: Sequence[float], dtype: torch.dtype, pooled_dim: int) -> Tensor:
         """(1, n) micro-conditioning ids; checks their embedding size against the UNet's."""
@@ -119,6 +152,19 @@ class StableDiffusionXLPipeline(StableDiffusionBase):
                 "text_encoder_2 projection_dim"
             )
         return torch.tensor([ids], dtype=dtype)
+
+    def text2img_time_ids(
+        self, embeds: PromptEmbeds, size: Size, dtype: torch.dtype, original: Size | None, crops: Size,
+        target: Size | None, negative_original: Size | None, negative_crops: Size, negative_target: Size | None,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """(time ids, negative time ids); the negatives equal the positives unless both negative sizes are given."""
+        pooled_dim = self.pooled_dim(embeds)
+        ids = self.time_ids(original or size, crops, target or size, dtype=dtype, pooled_dim=pooled_dim)
+        if negative_original is None or negative_target is None:
+            return ids, ids
+        return ids, self.time_ids(
+            negative_original, negative_crops, negative_target, dtype=dtype, pooled_dim=pooled_dim
+        )
 
     def pooled_dim(self, embeds: PromptEmbeds) -> int:
         encoder = getattr(self, "text_encoder_2", None)
@@ -152,7 +198,7 @@ class StableDiffusionXLPipeline(StableDiffusionBase):
         )
 
     def decode_and_finish(
-        self, latents: Tensor, output_type: OutputType, return_dict: bool, generator: Generator = None
+        self, latents: Tensor, output_type: OutputType, return_dict: bool
     ) -> StableDiffusionXLPipelineOutput | tuple:
         """Decode (in float32 when an fp16 VAE has `force_upcast`, as SDXL's VAE overflows in fp16)."""
         if output_type == "latent":
@@ -225,33 +271,21 @@ class StableDiffusionXLPipeline(StableDiffusionBase):
         check_generators(generator, batch)
         guidance = self.start_call(guidance_scale, guidance_rescale)
         device = self._execution_device
-        embeds = encode_prompt_sdxl(
-            self.tokenizer, self.tokenizer_2, self.text_encoder, self.text_encoder_2, prompt, prompt_2,
-            device=device, num_images_per_prompt=num_images_per_prompt, do_classifier_free_guidance=guidance.active,
-            negative_prompt=negative_prompt, negative_prompt_2=negative_prompt_2, prompt_embeds=prompt_embeds,
+        embeds = self.encode_sdxl(
+            guidance, num_images_per_prompt, prompt=prompt, prompt_2=prompt_2, negative_prompt=negative_prompt,
+            negative_prompt_2=negative_prompt_2, prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
             negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, clip_skip=clip_skip,
-            force_zeros_for_empty_prompt=self.config.force_zeros_for_empty_prompt,
         )  # fmt: skip
         steps, _ = set_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
         f = self.vae_scale_factor
         shape = (batch, self.unet.config.in_channels, height // f, width // f)
         dtype = embeds.prompt_embeds.dtype
         latents = prepare_latents(shape, self.scheduler, generator, device, dtype, latents)
-        size, pooled_dim = (height, width), self.pooled_dim(embeds)
-        ids = self.time_ids(
-            original_size or size,
-            crops_coords_top_left,
-            target_size or size,
-            dtype=dtype,
-            pooled_dim=pooled_dim,
-        )
-        negative_ids = ids
-        if negative_original_size is not None and negative_target_size is not None:
-            negative_ids = self.time_ids(
-                negative_original_size, negative_crops_coords_top_left, negative_target_size,
-                dtype=dtype, pooled_dim=pooled_dim,
-            )  # fmt: skip
+        ids, negative_ids = self.text2img_time_ids(
+            embeds, (height, width), dtype, original_size, crops_coords_top_left, target_size,
+            negative_original_size, negative_crops_coords_top_left, negative_target_size,
+        )  # fmt: skip
         steps = cut_at_denoising_end(self.scheduler, steps, denoising_end)
         self._num_timesteps = len(steps)
         if hasattr(self.scheduler, "set_begin_index"):

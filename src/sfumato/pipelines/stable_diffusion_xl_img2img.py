@@ -22,10 +22,10 @@ from .stable_diffusion_xl import (
     Size,
     StableDiffusionXLPipeline,
     StableDiffusionXLPipelineOutput,
-    check_fraction,
+    check_denoising,
     cut_at_denoising_end,
 )
-from .text import Prompt, PromptEmbeds, batch_size_of, encode_prompt_sdxl
+from .text import Prompt, PromptEmbeds, batch_size_of
 
 
 def start_at_denoising_start(scheduler: Any, denoising_start: float) -> tuple[Tensor, int]:
@@ -93,18 +93,10 @@ class StableDiffusionXLImg2ImgPipeline(StableDiffusionXLPipeline):
     def start_latents(
         self, image: PipelineImageInput, steps: Tensor, batch: int, add_noise: bool, generator: Generator
     ) -> Tensor:
-        """Latents of `image` (encoded in float32 for an fp16 VAE with `force_upcast`), noised to `steps[0]`."""
+        """Latents of `image`, noised to `steps[0]` unless `add_noise` is False (denoising_start)."""
         pixels = preprocess_image(image, vae_scale_factor=self.vae_scale_factor, latent_channels=4)
-        device, dtype = self._execution_device, self.text_dtype()
-        pixels = pixels.to(device=device, dtype=dtype)
-        upcast = pixels.shape[1] != 4 and self.vae.config.get("force_upcast", False)
-        if upcast:
-            self.vae.to(torch.float32)
-        try:
-            x0 = image_latents(self, pixels.float() if upcast else pixels, batch, generator).to(dtype)
-        finally:
-            if upcast:
-                self.vae.to(dtype)
+        pixels = pixels.to(device=self._execution_device, dtype=self.text_dtype())
+        x0 = image_latents(self, pixels, batch, generator)
         if not add_noise:
             return x0
         return self.scheduler.add_noise(x0, self.noise_like(x0, generator), steps[:1].repeat(batch))
@@ -167,23 +159,16 @@ class StableDiffusionXLImg2ImgPipeline(StableDiffusionXLPipeline):
             num_images_per_prompt=num_images_per_prompt, output_type=output_type,
             callback_on_step_end_tensor_inputs=inputs,
         )  # fmt: skip
-        check_fraction(denoising_start, "denoising_start")
-        check_fraction(denoising_end, "denoising_end")
-        if denoising_start is not None and denoising_end is not None and denoising_start >= denoising_end:
-            raise ValueError(
-                f"`denoising_start` ({denoising_start}) must be below `denoising_end` ({denoising_end})"
-            )
+        check_denoising(denoising_start, denoising_end)
         batch = batch_size_of(prompt, prompt_embeds) * num_images_per_prompt
         check_generators(generator, batch)
         guidance = self.start_call(guidance_scale, guidance_rescale)
         device = self._execution_device
-        embeds = encode_prompt_sdxl(
-            self.tokenizer, self.tokenizer_2, self.text_encoder, self.text_encoder_2, prompt, prompt_2,
-            device=device, num_images_per_prompt=num_images_per_prompt, do_classifier_free_guidance=guidance.active,
-            negative_prompt=negative_prompt, negative_prompt_2=negative_prompt_2, prompt_embeds=prompt_embeds,
+        embeds = self.encode_sdxl(
+            guidance, num_images_per_prompt, prompt=prompt, prompt_2=prompt_2, negative_prompt=negative_prompt,
+            negative_prompt_2=negative_prompt_2, prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
             negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, clip_skip=clip_skip,
-            force_zeros_for_empty_prompt=self.config.force_zeros_for_empty_prompt,
         )  # fmt: skip
         _, n = set_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
         if denoising_start is None:

@@ -77,6 +77,15 @@ def check_num_images(num_images_per_prompt: int) -> None:
         raise ValueError(f"`num_images_per_prompt` must be >= 1, got {num_images_per_prompt}")
 
 
+def check_clip_skip(clip_skip: int | None) -> None:
+    if clip_skip is not None and (
+        isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or clip_skip < 0
+    ):
+        raise ValueError(
+            f"`clip_skip` must be None or an int >= 0 (layers to skip from the end), got {clip_skip!r}"
+        )
+
+
 def tokenize(tokenizer: Any, prompts: list[str], max_length: int | None = None) -> tuple[Tensor, Tensor]:
     """(input_ids, attention_mask), padded to `max_length` (default: the tokenizer's), truncation logged."""
     max_length = max_length or tokenizer.model_max_length
@@ -139,6 +148,7 @@ def encode_prompt(
     Like diffusers, negative prompts are always encoded from the last layer.
     """
     check_num_images(num_images_per_prompt)
+    check_clip_skip(clip_skip)
     batch = batch_size_of(prompt, prompt_embeds)
     needs_encoder = prompt_embeds is None or (do_classifier_free_guidance and negative_prompt_embeds is None)
     if needs_encoder and (tokenizer is None or text_encoder is None):
@@ -211,6 +221,7 @@ def encode_prompt_sdxl(
     negative prompt and with `force_zeros_for_empty_prompt`, negative embeddings are zeros.
     """
     check_num_images(num_images_per_prompt)
+    check_clip_skip(clip_skip)
     batch = batch_size_of(prompt, prompt_embeds)
     encoders = [
         (t, e) for t, e in ((tokenizer, text_encoder), (tokenizer_2, text_encoder_2)) if e is not None

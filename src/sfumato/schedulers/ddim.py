@@ -84,7 +84,9 @@ class DDIMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         x0 = x0_vp(model_output, sample, alpha, sigma, kind)
         eps = eps_vp(model_output, sample, alpha, sigma, kind)
         x0 = clip_or_threshold(x0, self.own_config)
-        std = ddim_std(alpha_bar, alpha_bar_prev, eta)
+        std = (
+            ddim_std(alpha_bar, alpha_bar_prev, eta) if eta != 0 else 0.0
+        )  # deterministic: skip the variance
         if use_clipped_model_output:
             eps = (sample - alpha * x0) / sigma
         prev_sample = ddim_step(x0, eps, alpha_bar_prev, std)

@@ -76,7 +76,9 @@ def build_latent_dataset(
     """Encode every image of `dataset` and tokenize `captions` (one per image)."""
     if len(captions) != len(dataset):
         raise ValueError(f"{len(dataset)} images but {len(captions)} captions")
-    return LatentCaptionDataset(encode_moments(vae, dataset, progress=progress), tokenize(tokenizer, captions))
+    return LatentCaptionDataset(
+        encode_moments(vae, dataset, progress=progress), tokenize(tokenizer, captions)
+    )
 
 
 def cached(path: Path, build: Callable[[], LatentCaptionDataset]) -> LatentCaptionDataset:

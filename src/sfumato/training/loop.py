@@ -200,7 +200,9 @@ def train(
     return result
 
 
-def _run(config, accelerator, modules, objective, optimizer, schedule, batches, start, output, ema) -> TrainResult:
+def _run(
+    config, accelerator, modules, objective, optimizer, schedule, batches, start, output, ema
+) -> TrainResult:
     from tqdm.auto import tqdm
 
     result = TrainResult(step=start)

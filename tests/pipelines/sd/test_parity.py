@@ -10,7 +10,8 @@ import sfumato
 from pipelines.sd.components import PROMPT, assert_images_close, make_image, make_mask, quiet
 from sfumato.schedulers._names import NAMES as SCHEDULERS
 
-pytestmark = pytest.mark.parity
+# diffusers' schedulers call numpy on torch tensors, which numpy 2 warns about on every step
+pytestmark = [pytest.mark.parity, pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")]
 
 # every sfumato scheduler that diffusers lists as compatible with SD's (Karras-family) schedulers
 SCHEDULER_NAMES = sorted(set(SCHEDULERS) & set(diffusers.PNDMScheduler._compatibles))
@@ -178,3 +179,85 @@ def test_inpaint_4_channel_blending(sd_pipes, strength):
     theirs_out, ours_out = _both((theirs, ours), prompt=PROMPT, image=image, mask_image=mask, strength=strength,
                                  num_inference_steps=3)  # fmt: skip
     assert_images_close(theirs_out, ours_out)
+
+
+@pytest.mark.parametrize("custom", [dict(timesteps=[999, 700, 300]), dict(sigmas=[14.6, 4.0, 1.0, 0.3])])
+def test_custom_timesteps_and_sigmas(sd_pipes, custom):
+    import diffusers
+
+    theirs, ours = _as("StableDiffusionPipeline", sd_pipes)
+    theirs.scheduler = diffusers.EulerDiscreteScheduler.from_config(theirs.scheduler.config)
+    ours.scheduler = sfumato.EulerDiscreteScheduler.from_config(ours.scheduler.config)
+    assert_images_close(*_both((theirs, ours), prompt=PROMPT, **custom))
+
+
+def test_interrupt_from_a_callback(sd_pipes):
+    """`pipe._interrupt = True` in a callback skips the remaining steps, as in diffusers."""
+    steps = {"diffusers": 0, "sfumato": 0}
+
+    def stop(pipe, i, t, tensors):
+        steps[type(pipe).__module__.split(".")[0]] += 1
+        pipe._interrupt = True
+        return {}
+
+    out = _both(sd_pipes, prompt=PROMPT, num_inference_steps=3, callback_on_step_end=stop)
+    assert steps == {"diffusers": 1, "sfumato": 1}
+    assert_images_close(*out)
+
+
+def test_encode_prompt_positional_arguments(sd_pipes):
+    """diffusers' positional order (..., lora_scale, clip_skip) works unchanged."""
+    theirs, ours = sd_pipes
+    args = (PROMPT, "cpu", 2, True, None, None, None, None, None)
+    for expected, got in zip(theirs.encode_prompt(*args), ours.encode_prompt(*args)):
+        torch.testing.assert_close(got, expected)
+
+
+def test_inpaint_default_size_is_the_image_size(sd_inpaint_pipes):
+    """sfumato defaults to the input's size; diffusers to the UNet's (64 here), so it gets the size explicitly."""
+    image, mask = make_image(9).resize((32, 48)), make_mask().resize((32, 48))
+    theirs, ours = sd_inpaint_pipes
+    kwargs = dict(prompt=PROMPT, image=image, mask_image=mask, num_inference_steps=2, output_type="np")
+    expected = theirs(generator=_generator(0), height=48, width=32, **kwargs).images
+    got = ours(generator=_generator(0), **kwargs).images
+    assert got.shape == (1, 48, 32, 3)
+    assert_images_close(expected, got)
+
+
+def test_text2img_given_latents(sd_pipes):
+    latents = torch.randn(2, 4, 8, 8, generator=_generator(3))
+    assert_images_close(*_both(sd_pipes, prompt=[PROMPT, "a dog"], latents=latents, guidance_scale=3.0))
+
+
+def test_guidance_distilled_unet_with_lcm(sd_pipes, tmp_path):
+    """A UNet with `time_cond_proj_dim` (LCM-distilled) gets the guidance scale as an embedding, no CFG batch."""
+    from pipelines.sd.components import tiny_unet
+
+    theirs = diffusers.StableDiffusionPipeline(
+        **{**sd_pipes[0].components, "unet": tiny_unet(time_cond_proj_dim=16)}
+    )
+    theirs.scheduler = diffusers.LCMScheduler.from_config(theirs.scheduler.config)
+    theirs.save_pretrained(tmp_path)
+    ours = sfumato.DiffusionPipeline.from_pretrained(tmp_path)
+    assert type(ours.scheduler) is sfumato.LCMScheduler
+    calls = []
+    ours.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    out = _both(quiet(theirs, ours), prompt=PROMPT, guidance_scale=8.0, num_inference_steps=2)
+    assert_images_close(*out)
+    assert calls == [1, 1]  # guidance as an embedding: one model pass per step, batch 1
+
+
+def test_long_prompt_truncated_with_one_warning(sd_pipes, caplog):
+    prompt = "a cat " * 40 + "zebra unicorn"
+    with caplog.at_level("WARNING", logger="sfumato"):
+        out = _both(sd_pipes, prompt=prompt, guidance_scale=1.0)
+    ours = [r for r in caplog.records if r.name.startswith("sfumato")]
+    assert len(ours) == 1 and "zebra unicorn" in ours[0].getMessage()
+    assert_images_close(*out)
+
+
+def test_inpaint_with_masked_image_latents(sd_inpaint_pipes):
+    masked_image_latents = torch.randn(1, 4, 8, 8, generator=_generator(11))
+    out = _both(sd_inpaint_pipes, prompt=PROMPT, image=make_image(), mask_image=make_mask(),
+                masked_image_latents=masked_image_latents)  # fmt: skip
+    assert_images_close(*out)

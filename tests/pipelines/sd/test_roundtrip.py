@@ -8,7 +8,8 @@ import torch
 import sfumato
 from pipelines.sd.components import PROMPT, assert_images_close, quiet
 
-pytestmark = pytest.mark.parity
+# diffusers' schedulers call numpy on torch tensors, which numpy 2 warns about on every step
+pytestmark = [pytest.mark.parity, pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")]
 
 KWARGS = dict(prompt=PROMPT, num_inference_steps=2, output_type="np")
 

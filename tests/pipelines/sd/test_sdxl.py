@@ -8,7 +8,8 @@ import torch
 import sfumato
 from pipelines.sd.components import PROMPT, assert_images_close, make_image, quiet
 
-pytestmark = pytest.mark.parity
+# diffusers' schedulers call numpy on torch tensors, which numpy 2 warns about on every step
+pytestmark = [pytest.mark.parity, pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")]
 
 
 def _gen(seed):
@@ -86,7 +87,13 @@ def test_img2img_strength_and_generators(sdxl_pipes):
     pipes = _img2img(sdxl_pipes)
     assert_images_close(*_both(pipes, prompt=PROMPT, image=make_image(), strength=0.6, num_inference_steps=4))
     out = _both(
-        pipes, seed=[1, 2], prompt=PROMPT, image=make_image(4), num_images_per_prompt=2, guidance_scale=1.0
+        pipes,
+        seed=[1, 2],
+        prompt=PROMPT,
+        image=make_image(4),
+        num_images_per_prompt=2,
+        guidance_scale=1.0,
+        strength=0.7,
     )
     assert_images_close(*out)
 
@@ -145,3 +152,60 @@ def test_aesthetic_score_on_a_base_unet_is_refused(sdxl_pipes):
     )
     with pytest.raises(ValueError, match=r"expects added embeddings of size 64, but 5 time ids"):
         pipe(PROMPT, image=make_image(), num_inference_steps=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(strength=1.0, num_images_per_prompt=2, guidance_scale=1.0), dict(denoising_start=0.5)],
+)
+def test_inpaint(sdxl_pipes, kwargs):
+    """A 4-channel SDXL UNet: blending with the noised image outside the mask after each step."""
+    pipes = quiet(
+        diffusers.StableDiffusionXLInpaintPipeline(**sdxl_pipes[0].components),
+        sfumato.StableDiffusionXLInpaintPipeline(**sdxl_pipes[1].components),
+    )
+    from pipelines.sd.components import make_mask
+
+    out = _both(
+        pipes, prompt=PROMPT, image=make_image(5), mask_image=make_mask(), num_inference_steps=4, **kwargs
+    )
+    assert_images_close(*out)
+
+
+def test_auto_inpainting_from_sdxl(sdxl_pipes):
+    pipe = sfumato.AutoPipelineForInpainting.from_pipe(sdxl_pipes[1])
+    assert (
+        type(pipe) is sfumato.StableDiffusionXLInpaintPipeline
+        and pipe.text_encoder_2 is sdxl_pipes[1].text_encoder_2
+    )
+
+
+def test_sfumato_sdxl_folder_loads_in_diffusers(sdxl_pipes, tmp_path):
+    import json
+
+    sdxl_pipes[1].save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["text_encoder_2"] == ["transformers", "CLIPTextModelWithProjection"]
+    assert index["force_zeros_for_empty_prompt"] is True
+    theirs = diffusers.DiffusionPipeline.from_pretrained(tmp_path)
+    assert type(theirs) is diffusers.StableDiffusionXLPipeline
+    assert_images_close(*_both(quiet(theirs, sdxl_pipes[1]), prompt=PROMPT, num_inference_steps=2))
+
+
+def test_encode_prompt_matches(sdxl_pipes):
+    theirs, ours = sdxl_pipes
+    args = (PROMPT, "a second prompt", "cpu", 2, True, "ugly")
+    for expected, got in zip(theirs.encode_prompt(*args), ours.encode_prompt(*args)):
+        torch.testing.assert_close(got, expected)
+
+
+def test_fp16_img2img_upcasts_the_vae(sdxl_folder):
+    """An fp16 pipeline encodes and decodes with the VAE in float32 (`force_upcast`), then puts it back."""
+    pipes = quiet(
+        diffusers.StableDiffusionXLImg2ImgPipeline.from_pretrained(sdxl_folder, torch_dtype=torch.float16),
+        sfumato.StableDiffusionXLImg2ImgPipeline.from_pretrained(sdxl_folder, torch_dtype=torch.float16),
+    )
+    assert pipes[1].vae.config.force_upcast is True
+    theirs, ours = _both(pipes, prompt=PROMPT, image=make_image(), strength=0.7, num_inference_steps=3)
+    assert_images_close(theirs, ours, atol=2 / 255)  # fp16 on CPU: allow one more level
+    assert pipes[1].vae.dtype == torch.float16 and not np.isnan(ours).any()
