@@ -221,3 +221,10 @@ def test_same_semantics_as_diffusers_configs(tmp_path):
         b = DOther.from_config(source_theirs.config)
         assert a.config.timestep_spacing == b.config.timestep_spacing
         assert a.config.order == b.config.order
+
+
+def test_loaded_writer_version_is_kept_but_saving_writes_ours(tmp_path):
+    loaded = Sampler.from_config({**Sampler().config, "_diffusers_version": "0.6.0", "_class_name": "Sampler"})
+    assert loaded.config["_diffusers_version"] == "0.6.0"
+    loaded.save_config(tmp_path)
+    assert json.loads((tmp_path / "scheduler_config.json").read_text())["_diffusers_version"] != "0.6.0"

@@ -7,9 +7,10 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 
-from sfumato import hub
 from fixtures.hub_cache import COMMIT, make_cache  # noqa: F401
+from sfumato import hub
 from sfumato.hub import HubError
+
 
 @pytest.fixture
 def offline_home(tmp_path, monkeypatch):

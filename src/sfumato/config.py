@@ -278,7 +278,12 @@ class ConfigMixin:
                 init_kwargs[key] = value
             else:
                 unused_overrides[key] = value
+        # The writer's version stays readable (pipelines patch configs written by old releases);
+        # saving always writes the current one.
         hidden = {k: v for k, v in config.items() if k not in expected and k not in _FILE_KEYS}
+        for key in ("_diffusers_version", "_sfumato_version"):
+            if key in config:
+                hidden[key] = config[key]
         unknown = {k for k in hidden if not k.startswith("_")} - _compatible_keys(cls)
         _note_unknown_keys(cls, unknown)
         return init_kwargs, hidden, unused_overrides
