@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..nn.random import randn_tensor as nn_randn_tensor
 from .guidance import ClassifierFreeGuidance
 
 logger = logging.getLogger(__name__)
@@ -206,21 +207,14 @@ def randn_tensor(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """Gaussian noise drawn on the generator's device (CPU generators reproduce across devices), then moved.
-
-    A list of generators draws one sample per generator along the batch axis.
-    """
-    device = torch.device(device or "cpu")
-    generators = _generator_list(generator, shape[0])
-    first = generators[0] if generators else generator
-    draw_device = first.device if first is not None else device
-    if generators:
-        x = torch.cat(
-            [torch.randn((1, *shape[1:]), generator=g, device=draw_device, dtype=dtype) for g in generators]
-        )
-    else:
-        x = torch.randn(tuple(shape), generator=generator, device=draw_device, dtype=dtype)
-    return x.to(device)
+    """`nn.random.randn_tensor`, after checking a list of generators against the pipeline's batch."""
+    _generator_list(generator, shape[0])
+    return nn_randn_tensor(
+        shape,
+        generator if generator is None or isinstance(generator, torch.Generator) else list(generator),
+        device,
+        dtype,
+    )
 
 
 def prepare_latents(

@@ -11,23 +11,10 @@ Attributes are imported on first use, so importing this package does not import 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_attributes
 from ._names import NAMES, PACKAGE_NAMES
 
 _ALL = {**NAMES, **PACKAGE_NAMES}
 __all__ = sorted(_ALL)
 
-
-def __getattr__(name: str) -> Any:
-    where = _ALL.get(name)
-    if where is None:
-        raise AttributeError(f"module 'sfumato.schedulers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(where), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_ALL))
+__getattr__, __dir__ = lazy_attributes(__name__, _ALL)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..config import ConfigMixin, FrozenConfig, config_parameters
+from ..nn.random import randn_tensor as randn  # noqa: F401 - the schedulers' noise source
 
 # diffusers' KarrasDiffusionSchedulers: each other's `_compatibles` (config keys tolerated, from_config allowed).
 KARRAS_COMPATIBLES: tuple[str, ...] = (
@@ -52,29 +53,6 @@ class SchedulerOutputWithX0(SchedulerOutput):
 def step_output(output: SchedulerOutput, return_dict: bool) -> SchedulerOutput | tuple:
     """The one place where `return_dict=False` turns an output into diffusers' tuple form."""
     return output if return_dict else output.to_tuple()
-
-
-def randn(shape: tuple, generator: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Gaussian noise drawn exactly like diffusers' `randn_tensor` (same calls on the same generators).
-
-    A CPU generator with a non-CPU target samples on the CPU then moves, so seeds give the same
-    numbers on every device; a list of generators draws one batch element from each.
-    """
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    gens = generator if isinstance(generator, list) else [generator]
-    rand_device = device
-    if gens[0] is not None and gens[0].device.type != device.type:
-        if gens[0].device.type != "cpu":
-            raise ValueError(f"cannot draw a {device} tensor from a generator on {gens[0].device}")
-        rand_device = torch.device("cpu")
-    if len(gens) == 1:
-        return torch.randn(shape, generator=gens[0], device=rand_device, dtype=dtype).to(device)
-    if len(gens) != shape[0]:
-        raise ValueError(f"got {len(gens)} generators for a batch of {shape[0]}; pass one per batch element")
-    one = (1, *shape[1:])
-    return torch.cat([torch.randn(one, generator=g, device=rand_device, dtype=dtype) for g in gens]).to(
-        device
-    )
 
 
 def broadcast_to(values: Tensor, x: Tensor) -> Tensor:

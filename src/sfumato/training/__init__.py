@@ -5,22 +5,9 @@ Names are imported on first use (PEP 562), so importing this package loads neith
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_attributes
 from ._names import NAMES
 
 __all__ = sorted(NAMES)
 
-
-def __getattr__(name: str) -> Any:
-    where = NAMES.get(name)
-    if where is None:
-        raise AttributeError(f"module 'sfumato.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(where), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(NAMES))
+__getattr__, __dir__ = lazy_attributes(__name__, NAMES)
