@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import UsageError
 
-PRESETS = ("tiny", "small", "base")
+PRESETS = ("tiny", "small", "small-f2", "base")
 
 
 def add_parser(commands: Any) -> None:
@@ -28,9 +28,9 @@ def add_parser(commands: Any) -> None:
         "shapes; the output folder is a StableDiffusionPipeline.",
     )
     shapes.add_argument("--preset", choices=PRESETS, default="small", help="model sizes (default small)")
-    shapes.add_argument("--steps", type=int, default=10_000, help="UNet steps (default 10000)")
-    shapes.add_argument("--vae-steps", type=int, default=1500, help="VAE steps (default 1500)")
-    shapes.add_argument("--batch-size", type=int, default=64, help="UNet batch size (default 64)")
+    shapes.add_argument("--steps", type=int, default=8000, help="UNet steps (default 8000)")
+    shapes.add_argument("--vae-steps", type=int, default=3000, help="VAE steps (default 3000)")
+    shapes.add_argument("--batch-size", type=int, default=32, help="UNet batch size (default 32)")
     shapes.add_argument("--learning-rate", type=float, default=1e-3, help="UNet learning rate (default 1e-3)")
     shapes.add_argument("--num-images", type=int, default=20_000, help="training images (default 20000)")
     _common(shapes)

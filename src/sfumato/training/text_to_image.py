@@ -27,7 +27,7 @@ from .objectives import text_to_image_objective, vae_loss
 
 logger = logging.getLogger(__name__)
 
-Preset = Literal["tiny", "small", "base"]
+Preset = Literal["tiny", "small", "small-f2", "base"]
 TRAINING = "training"
 
 
@@ -57,7 +57,10 @@ PRESETS: dict[str, ShapesModelConfig] = {
         image_size=16, vae_channels=(16, 16), unet_channels=(16, 32), unet_heads=2,
         text_hidden_size=16, text_layers=1, text_heads=2, norm_groups=8,
     ),
+    # 32x32 images, 8x8x4 latents: the cheapest UNet (the VAE needs a few thousand steps for small shapes)
     "small": ShapesModelConfig(),
+    # 32x32 images, 16x16x4 latents: the VAE learns shapes faster, each UNet step costs ~4x more
+    "small-f2": ShapesModelConfig(vae_channels=(32, 64)),
     "base": ShapesModelConfig(
         image_size=64, vae_channels=(32, 64, 64), unet_channels=(64, 128, 128), text_layers=3,
     ),
@@ -70,12 +73,12 @@ class ShapesTrainConfig:
 
     output_dir: str | Path
     model: ShapesModelConfig = field(default_factory=ShapesModelConfig)
-    vae_steps: int = 1500
+    vae_steps: int = 3000
     vae_batch_size: int = 16
     vae_learning_rate: float = 1e-3
     kl_weight: float = 1e-6
-    unet_steps: int = 10_000
-    batch_size: int = 64
+    unet_steps: int = 8000
+    batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 200
     num_images: int = 20_000
@@ -85,7 +88,7 @@ class ShapesTrainConfig:
     ema_decay: float | None = 0.999  # of the UNet and text encoder weights; the saved model is the average
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     max_minutes: float | None = None
-    vae_share: float = 0.15  # of max_minutes, for stage 1
+    vae_share: float = 0.35  # of max_minutes, for stage 1
     save_every: int = 500
     seed: int = 0
     weights_dtype: WeightsDtype = "float32"
