@@ -104,3 +104,20 @@ def test_a_few_steps_lower_the_diffusion_loss(tmp_path):
                          save_every=1000, progress=False)  # fmt: skip
     losses = train(config, {"unet": unet}, objective, TensorDataset(images)).losses
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+
+
+def test_vae_loss_pixel_weights():
+    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=2)
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    torch.manual_seed(0)
+    plain = vae_loss(vae, x)[1]["reconstruction"]
+    torch.manual_seed(0)
+    ones = vae_loss(vae, x, pixel_weights=torch.full((2, 1, 8, 8), 3.0))[1]["reconstruction"]
+    assert abs(plain - ones) < 1e-6  # a constant weight changes nothing
+    weights = torch.zeros(2, 1, 8, 8)
+    weights[:, :, 0, 0] = 1.0
+    torch.manual_seed(0)
+    corner = vae_loss(vae, x, pixel_weights=weights)[1]["reconstruction"]
+    torch.manual_seed(0)
+    x_hat = vae.decode(vae.encode(x).latent_dist.sample()).sample
+    assert abs(corner - (x_hat - x)[:, :, 0, 0].abs().mean().item()) < 1e-5

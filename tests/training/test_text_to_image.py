@@ -10,7 +10,8 @@ from transformers import CLIPTextModel
 from sfumato.models.autoencoder_kl import AutoencoderKL
 from sfumato.models.unet_2d_condition import UNet2DConditionModel
 from sfumato.training.latents import measure_scaling_factor
-from sfumato.training.text_to_image import PRESETS, ShapesTrainConfig, train_shapes
+from sfumato.training.shapes import ShapesDataset, shape_coverage
+from sfumato.training.text_to_image import PRESETS, ShapesTrainConfig, foreground_weights, train_shapes
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +76,16 @@ def test_diffusers_loads_and_generates(trained):
     ).images[0]
     assert image.size == (16, 16)
 
+    import sfumato
+
+    ours_pipe = sfumato.DiffusionPipeline.from_pretrained(folder)
+    assert type(ours_pipe).__name__ == "StableDiffusionPipeline"
+    ours_pipe.set_progress_bar_config(disable=True)
+    kw = dict(num_inference_steps=2, output_type="np")
+    a = pipe("a small red circle", generator=torch.Generator().manual_seed(0), **kw).images
+    b = ours_pipe("a small red circle", generator=torch.Generator().manual_seed(0), **kw).images
+    assert abs(a - b).max() < 1e-3
+
     ours = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
     g = torch.Generator().manual_seed(0)
     x, context = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 77, 16, generator=g)
@@ -106,3 +117,18 @@ def test_bad_config_is_refused(tmp_path):
         _config(tmp_path, unet_steps=0)
     with pytest.raises(ValueError, match="caption_dropout must be in"):
         _config(tmp_path, caption_dropout=1.0)
+
+
+def test_foreground_weights_mark_the_shape():
+    data = ShapesDataset(length=4, seed=3, size=32)
+    x = torch.stack([data[i]["pixel_values"] for i in range(4)])
+    weights = foreground_weights(x, 9.0)
+    assert weights.shape == (4, 1, 32, 32) and set(weights.unique().tolist()) <= {1.0, 10.0}
+    for i in range(4):
+        scene = data.scene(i)
+        cover = shape_coverage(
+            scene.shape, scene.center[0] * 32, scene.center[1] * 32, scene.extent * 32, 32, 32
+        )
+        marked = weights[i, 0] > 1
+        assert marked[torch.from_numpy(cover) > 0.99].all()  # every fully covered pixel is shape
+        assert not marked[torch.from_numpy(cover) == 0].any()  # no untouched pixel is

@@ -86,21 +86,28 @@ def diffusion_loss(
 
 
 def vae_loss(
-    vae: Any, x: Tensor, kl_weight: float = 1e-6, reconstruction: Literal["l1", "l2"] = "l1"
+    vae: Any,
+    x: Tensor,
+    kl_weight: float = 1e-6,
+    reconstruction: Literal["l1", "l2"] = "l1",
+    pixel_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Reconstruction of `x` through a sampled latent, plus `kl_weight` × KL(q(z|x) ‖ N(0, I)).
 
     As in Stable Diffusion's autoencoder the KL term is tiny: it keeps the latents near unit scale
-    without blurring the images. Returns (loss, {"reconstruction": ..., "kl": ...}).
+    without blurring the images. `pixel_weights` (B, 1, H, W) weights the reconstruction error per pixel
+    (normalised by its mean, so the scale of the loss stays the same). Returns (loss, {"reconstruction":
+    ..., "kl": ...}).
     """
     if reconstruction not in ("l1", "l2"):
         raise ValueError(f"reconstruction must be 'l1' or 'l2', got {reconstruction!r}")
     posterior = vae.encode(x).latent_dist
     x_hat = vae.decode(posterior.sample()).sample
-    if reconstruction == "l1":
-        rec = (x_hat - x).abs().mean()
+    error = (x_hat - x).abs() if reconstruction == "l1" else (x_hat - x).pow(2)
+    if pixel_weights is None:
+        rec = error.mean()
     else:
-        rec = (x_hat - x).pow(2).mean()
+        rec = (error * pixel_weights).mean() / pixel_weights.mean()
     kl = posterior.kl().mean() / x[0].numel()  # per pixel value, so kl_weight does not depend on size
     return rec + kl_weight * kl, {"reconstruction": rec.item(), "kl": kl.item()}
 

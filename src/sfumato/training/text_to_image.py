@@ -77,6 +77,7 @@ class ShapesTrainConfig:
     vae_batch_size: int = 16
     vae_learning_rate: float = 1e-3
     kl_weight: float = 1e-6
+    foreground_weight: float = 9.0  # extra reconstruction weight on shape pixels (see foreground_weights)
     unet_steps: int = 8000
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -203,6 +204,19 @@ def _collate_pixels(items: list[dict[str, Any]]) -> torch.Tensor:
     return torch.stack([item["pixel_values"] for item in items])
 
 
+def foreground_weights(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """(B, 1, H, W) reconstruction weights: 1 + `weight` where a pixel differs from the background.
+
+    The shape covers ~5% of a picture, so a plain per-pixel loss learns backgrounds first and shape
+    colours very late (measured: 34% of shape colours right after 2000 steps; 73% after 600 with
+    weight 9). The background colour is the median of the border pixels, as in `shape_judge`.
+    """
+    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], dim=2)  # (B, 3, 4W)
+    background = border.median(dim=2).values[:, :, None, None]  # (B, 3, 1, 1)
+    foreground = (x - background).abs().sum(dim=1, keepdim=True) > 0.1  # (B, 1, H, W)
+    return 1.0 + weight * foreground.to(x.dtype)
+
+
 def train_vae_stage(cfg: ShapesTrainConfig, max_minutes: float | None) -> tuple[Any, TrainResult | None]:
     """Stage 1: the autoencoder, saved to `output/training/vae` once finished (then reused on resume)."""
     from ..models.autoencoder_kl import AutoencoderKL
@@ -225,7 +239,12 @@ def train_vae_stage(cfg: ShapesTrainConfig, max_minutes: float | None) -> tuple[
         progress=cfg.progress,
     )
     data = ShapesDataset(length=10**7, seed=cfg.seed, size=cfg.model.image_size)
-    result = train(loop, {"vae": vae}, lambda x: vae_loss(vae, x, cfg.kl_weight)[0], data, _collate_pixels)
+
+    def objective(x: torch.Tensor) -> torch.Tensor:
+        weights = foreground_weights(x, cfg.foreground_weight)
+        return vae_loss(vae, x, cfg.kl_weight, pixel_weights=weights)[0]
+
+    result = train(loop, {"vae": vae}, objective, data, _collate_pixels)
     vae.eval().requires_grad_(False)
     vae.save_pretrained(root / "vae")
     return vae, result
