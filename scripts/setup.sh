@@ -17,3 +17,8 @@ fi
 extras=""
 if [[ "${1:-}" == "--test" ]]; then extras="[test]"; fi
 python -m pip install -q -e ".${extras}"
+if [[ -n "$extras" ]]; then
+    # OpenAI's reference tokenizer, to check our bundled CLIP vocabulary; its torchvision dependency
+    # would pull a multi-GB CUDA torch, and the tokenizer does not need it.
+    python -m pip install -q --no-deps clip-anytorch
+fi
