@@ -162,6 +162,10 @@ def _load(model: str, args: argparse.Namespace) -> Any:
     if dtype is None:
         dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
     task = "Inpainting" if args.mask else "Image2Image" if args.image else "Text2Image"
+    if args.quiet:  # this is our own process: transformers' loading bars may be silenced globally
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     pipe = getattr(sfumato, f"AutoPipelineFor{task}").from_pretrained(model, torch_dtype=dtype)
     if args.scheduler:
         from ..schedulers import from_name
@@ -175,9 +179,14 @@ def _generate(pipe: Any, args: argparse.Namespace, seeds: list[int]) -> list[Any
     import torch
     from PIL import Image
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"width": args.width, "height": args.height}
     if args.image:
-        kwargs["image"] = Image.open(args.image).convert("RGB")
+        image = Image.open(args.image).convert("RGB")
+        if not args.mask:  # image-to-image keeps the input's size: resize the input instead
+            del kwargs["width"], kwargs["height"]
+            if args.width or args.height:
+                image = image.resize((args.width or image.width, args.height or image.height), Image.LANCZOS)
+        kwargs["image"] = image
         kwargs["strength"] = args.strength
     if args.mask:
         kwargs["mask_image"] = Image.open(args.mask).convert("L")
@@ -187,8 +196,6 @@ def _generate(pipe: Any, args: argparse.Namespace, seeds: list[int]) -> list[Any
         negative_prompt=args.negative_prompt or None,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
-        width=args.width,
-        height=args.height,
         num_images_per_prompt=len(seeds),
         generator=generators,
         **kwargs,
