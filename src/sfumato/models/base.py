@@ -18,6 +18,8 @@ from .. import checkpoint as ckpt
 from ..config import ConfigMixin, read_config_file
 from ..files import staged_folder
 from ..hub import resolve_folder
+from ..runtime.cpu import fast_dtype
+from ..runtime.dtypes import FAST
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +36,15 @@ def as_dtype(torch_dtype: Any = None, dtype: Any = None) -> torch.dtype | None:
     if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
         raise ValueError(f"torch_dtype={torch_dtype} and dtype={dtype} disagree; pass only one of them")
     value = torch_dtype if torch_dtype is not None else dtype
+    if value == FAST:
+        return fast_dtype("cuda" if torch.cuda.is_available() else "cpu")
     if value is None or isinstance(value, torch.dtype):
         return value
     if isinstance(value, str) and value.removeprefix("torch.") in _DTYPES:
         return _DTYPES[value.removeprefix("torch.")]
-    raise TypeError(f"torch_dtype must be a torch.dtype such as torch.float16 (or its name); got {value!r}")
+    raise TypeError(
+        f'torch_dtype must be a torch.dtype such as torch.float16, its name, or "fast"; got {value!r}'
+    )
 
 
 def _short_list(names: list[str], limit: int = 8) -> str:

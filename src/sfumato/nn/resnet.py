@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .activations import get_activation
 
@@ -53,7 +55,10 @@ class ResnetBlock2D(nn.Module):
             self.conv_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1)
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
-        h = self.conv1(self.nonlinearity(self.norm1(x)))
+        # Without autograd, activations and sums reuse their input's buffer: a 512 px VAE decode
+        # otherwise zero-fills and page-faults gigabytes of fresh activations. Same arithmetic.
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(self._act(self.norm1(x), inplace))
         if self.time_emb_proj is not None and temb is not None:
             if not self.skip_time_act:
                 temb = self.nonlinearity(temb)
@@ -67,10 +72,17 @@ class ResnetBlock2D(nn.Module):
             h = self.norm2(h) * (1 + scale) + shift
         else:
             if temb is not None:
-                h = h + temb
+                h = h.add_(temb) if inplace else h + temb
             h = self.norm2(h)
-        h = self.conv2(self.dropout(self.nonlinearity(h)))
+        h = self.conv2(self.dropout(self._act(h, inplace)))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
-        out = x + h
-        return out / self.output_scale_factor if self.output_scale_factor != 1 else out
+        out = h.add_(x) if inplace else x + h  # float addition commutes: same result either way
+        if self.output_scale_factor == 1:
+            return out
+        return out.div_(self.output_scale_factor) if inplace else out / self.output_scale_factor
+
+    def _act(self, h: Tensor, inplace: bool) -> Tensor:
+        if inplace and type(self.nonlinearity) is nn.SiLU:
+            return F.silu(h, inplace=True)
+        return self.nonlinearity(h)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -65,9 +66,11 @@ class BasicTransformerBlock(nn.Module):
         self_bias: Tensor | None = None,
         cross_bias: Tensor | None = None,
     ) -> Tensor:
-        x = self.attn1(self.norm1(x), context if self.only_cross_attention else None, self_bias) + x
-        x = self.attn2(self.norm2(x), context, cross_bias) + x
-        return self.ff(self.norm3(x)) + x
+        # each sublayer's output is a fresh tensor: without autograd the residual sum reuses it
+        add = torch.Tensor.add_ if not torch.is_grad_enabled() else torch.add
+        x = add(self.attn1(self.norm1(x), context if self.only_cross_attention else None, self_bias), x)
+        x = add(self.attn2(self.norm2(x), context, cross_bias), x)
+        return add(self.ff(self.norm3(x)), x)
 
 
 class Transformer2DModel(nn.Module):
@@ -129,4 +132,4 @@ class Transformer2DModel(nn.Module):
             h = self.proj_out(h).reshape(b, height, width, -1).permute(0, 3, 1, 2).contiguous()
         else:
             h = self.proj_out(h.reshape(b, height, width, -1).permute(0, 3, 1, 2).contiguous())
-        return h + residual
+        return h.add_(residual) if not torch.is_grad_enabled() else h + residual

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -22,6 +23,8 @@ from tqdm.auto import tqdm
 from .. import registry
 from ..config import ConfigMixin, read_config_file
 from ..hub import resolve_folder
+from ..runtime.cpu import fast_dtype
+from ..runtime.dtypes import resolve_dtype, warn_if_slow
 from .denoise import accepted_kwargs
 from .images import numpy_to_pil
 
@@ -88,10 +91,29 @@ class DiffusionPipeline(ConfigMixin):
     # ------------------------------------------------------------------ device and dtype
 
     def to(self, *args: Any, **kwargs: Any) -> DiffusionPipeline:
-        """Move every torch module: `pipe.to("cuda")`, `pipe.to(torch.float16)`, `pipe.to("cpu", torch.float32)`."""
+        """Move every torch module: `pipe.to("cuda")`, `pipe.to(torch.float16)`, `pipe.to("cpu", torch.float32)`.
+
+        `pipe.to("fast")` casts to the fastest dtype for the device the pipeline is on (see
+        `sfumato.runtime.fast_dtype`). A dtype the CPU has no fast kernels for warns once.
+        """
+        if "fast" in args:
+            args = tuple(fast_dtype(self.device) if a == "fast" else a for a in args)
         for module in self._modules():
             module.to(*args, **kwargs)
+        self.check_compute_dtype(stacklevel=3)
         return self
+
+    def check_compute_dtype(self, stacklevel: int = 2) -> None:
+        """Warn (`SlowDtypeWarning`, once per dtype and device) if a module computes in a dtype this CPU runs slowly."""
+        device = self._execution_device
+        dtypes = {p.dtype for m in self._modules() for p in itertools.islice(m.parameters(), 1)}
+        key = (device.type, frozenset(dtypes))
+        if getattr(self, "_checked_dtypes", None) == key:
+            return
+        object.__setattr__(self, "_checked_dtypes", key)
+        for dtype in sorted(dtypes, key=str):
+            if warn_if_slow(dtype, device, stacklevel=stacklevel + 1):
+                return
 
     @property
     def device(self) -> torch.device:
@@ -179,6 +201,7 @@ class DiffusionPipeline(ConfigMixin):
         `torch_dtype` may be a dict per component with a `"default"` key.
         """
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        torch_dtype, dtype = resolve_dtype(torch_dtype), resolve_dtype(dtype)
         index = read_config_file(id_or_folder, cls.config_name, **hub)
         pipeline_cls = _pipeline_class(cls, index)
         names, config_names = pipeline_cls._signature()
@@ -204,6 +227,7 @@ class DiffusionPipeline(ConfigMixin):
         config = {k: index[k] for k in config_names if k in index} | kwargs
         pipe = pipeline_cls(**loaded, **config)
         pipe.register_to_config(_name_or_path=os.fspath(id_or_folder))
+        pipe.check_compute_dtype(stacklevel=3)
         return pipe
 
     @classmethod

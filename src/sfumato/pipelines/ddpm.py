@@ -38,6 +38,7 @@ class DDPMPipeline(DiffusionPipeline):
         _check_batch_size(batch_size)
         check_output_type(output_type)
         set_timesteps(self.scheduler, num_inference_steps)
+        self.check_compute_dtype(stacklevel=5)  # frames: _sample, __call__, no_grad
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         shape = (batch_size, self.unet.config.in_channels, *size)

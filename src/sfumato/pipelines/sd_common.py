@@ -187,6 +187,7 @@ class StableDiffusionBase(DiffusionPipeline):
         """Record call state diffusers exposes as properties (`guidance_scale`, `interrupt`); build CFG."""
         self._guidance_scale = guidance_scale
         self._interrupt = False
+        self.check_compute_dtype(stacklevel=5)  # before any model runs; frames: start_call, __call__, no_grad
         enabled = self.unet.config.time_cond_proj_dim is None
         return ClassifierFreeGuidance(guidance_scale, guidance_rescale, enabled=enabled)
 

@@ -1,0 +1,86 @@
+"""One measurement process of bench/speed.py: import, load, generate, time the parts, report JSON.
+
+    python bench/speed_worker.py LIB FOLDER SIZE DTYPE MODE LAUNCH_TIME OUT_NPZ
+
+LIB is `diffusers` or `sfumato`; MODE is `default` for diffusers and `exact`, `exact+mem` (with
+`keep_freed_memory()`) or `fast` for sfumato. LAUNCH_TIME is the parent's `time.time()` just
+before starting this process, so the whole-process figure includes interpreter start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+PROMPT = "a photograph of an astronaut riding a horse"
+STEPS, GUIDANCE = 4, 7.5  # PNDM with 4 steps = 5 UNet calls (performance.md's setting)
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main(lib: str, folder: str, size: int, dtype_name: str, mode: str, launch: float, out_npz: str) -> None:
+    import numpy as np
+    import torch
+
+    if lib == "diffusers":
+        from diffusers import StableDiffusionPipeline
+    else:
+        from sfumato import StableDiffusionPipeline
+    import_s = time.time() - launch
+    dtype = getattr(torch, dtype_name)
+    start = time.time()
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None)
+    if lib == "sfumato":
+        from sfumato import runtime
+
+        if "mem" in mode:
+            runtime.keep_freed_memory()
+        if mode.startswith("fast"):
+            pipe.optimize("fast")
+    pipe.set_progress_bar_config(disable=True)
+    load_s = time.time() - start
+
+    def generate():
+        g = torch.Generator().manual_seed(0)
+        return pipe(
+            PROMPT, height=size, width=size, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+            generator=g, output_type="np",
+        ).images  # fmt: skip
+
+    with torch.inference_mode():
+        first_s, _ = timed(generate, 1)
+        process_s = time.time() - launch
+        e2e_s, image = timed(generate, 1)
+        g = torch.Generator().manual_seed(1)
+        h = size // 8
+        latents = torch.randn(2, 4, h, h, generator=g).to(dtype)
+        embeds = torch.randn(2, 77, 768, generator=g).to(dtype)
+        t = torch.tensor(500)
+        unet_s, unet_out = timed(lambda: pipe.unet(latents, t, encoder_hidden_states=embeds).sample, 2)
+        vae_s, vae_out = timed(lambda: pipe.vae.decode(latents[:1] / 0.18215).sample, 2)
+        ids = pipe.tokenizer([PROMPT, ""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+        text_s, _ = timed(lambda: pipe.text_encoder(ids)[0], 3)
+    np.savez(
+        out_npz, image=np.asarray(image, dtype=np.float32), unet=unet_out.float().numpy(),
+        vae=vae_out.float().numpy(),
+    )  # fmt: skip
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    print(json.dumps(dict(
+        import_s=import_s, load_s=load_s, first_s=first_s, process_s=process_s, e2e_s=e2e_s, unet_s=unet_s,
+        vae_s=vae_s, text_s=text_s, peak_rss=rss,
+    )))  # fmt: skip
+
+
+if __name__ == "__main__":
+    lib, folder, size, dtype, mode, launch, out = sys.argv[1:8]
+    main(lib, folder, int(size), dtype, mode, float(launch), out)
