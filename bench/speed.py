@@ -180,6 +180,27 @@ def per_step_cost(steps: int = 200) -> None:
     )
 
 
+def load_memory(folder: Path) -> None:
+    """Peak RSS of loading with a dtype conversion (fp32 files as bf16, fp16 files as fp32)."""
+    print("\n### loading with a dtype conversion (every weight read once)\n")
+    print("| files → dtype | weights | diffusers peak RSS | sfumato peak RSS | ratio |")
+    print("|---|---|---|---|---|")
+    for variant, dtype in (("none", "bfloat16"), ("fp16", "float32")):
+        stats = {}
+        for lib in ("diffusers", "sfumato"):
+            cmd = [sys.executable, str(HERE / "speed_worker.py"), lib, "--load", str(folder), dtype, variant]
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise RuntimeError(f"{lib} load failed:\n{result.stderr[-3000:]}")
+            stats[lib] = json.loads(result.stdout.strip().splitlines()[-1])
+        d, s = stats["diffusers"], stats["sfumato"]
+        files = "fp32" if variant == "none" else variant
+        print(
+            f"| {files} → {dtype} | {s['weights'] / 2**30:.2f} GiB | {d['peak_rss'] / 2**30:.2f} GiB "
+            f"| {s['peak_rss'] / 2**30:.2f} GiB | {s['peak_rss'] / d['peak_rss']:.2f}× |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256])
@@ -208,6 +229,7 @@ def main() -> None:
         print(f"UNet call at {size} px: {flops:.0f} GFLOP")
         for dtype in dtypes:
             compare(variants, folder, size, dtype, args.repeats, flops)
+    load_memory(folder)
     if not args.skip_per_step:
         per_step_cost()
 

@@ -1,6 +1,7 @@
 """One measurement process of bench/speed.py: import, load, generate, time the parts, report JSON.
 
     python bench/speed_worker.py LIB FOLDER SIZE DTYPE MODE LAUNCH_TIME OUT_NPZ
+    python bench/speed_worker.py LIB --load FOLDER DTYPE VARIANT      # peak RSS of loading only
 
 LIB is `diffusers` or `sfumato`; MODE is `default` for diffusers and `exact`, `exact+mem` (with
 `keep_freed_memory()`) or `fast` for sfumato. LAUNCH_TIME is the parent's `time.time()` just
@@ -45,8 +46,7 @@ def main(lib: str, folder: str, size: int, dtype_name: str, mode: str, launch: f
 
         if "mem" in mode:
             runtime.keep_freed_memory()
-        if mode.startswith("fast"):
-            pipe.optimize("fast")
+        pipe.optimize("fast" if mode.startswith("fast") else "exact")
     pipe.set_progress_bar_config(disable=True)
     load_s = time.time() - start
 
@@ -81,6 +81,34 @@ def main(lib: str, folder: str, size: int, dtype_name: str, mode: str, launch: f
     )))  # fmt: skip
 
 
+def load_only(lib: str, folder: str, dtype_name: str, variant: str) -> None:
+    """Peak RSS of loading (and reading every weight once) in `dtype_name` from the `variant` files."""
+    import torch
+
+    if lib == "diffusers":
+        from diffusers import StableDiffusionPipeline
+    else:
+        from sfumato import StableDiffusionPipeline
+    start = time.perf_counter()
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, torch_dtype=getattr(torch, dtype_name), variant=None if variant == "none" else variant,
+        safety_checker=None,
+    )  # fmt: skip
+    total = 0.0
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        for p in module.parameters():
+            total += float(p.float().sum())  # touches every page of every weight
+    seconds = time.perf_counter() - start
+    weights = sum(
+        p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.text_encoder) for p in m.parameters()
+    )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(dict(load_s=seconds, peak_rss=rss, weights=weights)))
+
+
 if __name__ == "__main__":
-    lib, folder, size, dtype, mode, launch, out = sys.argv[1:8]
-    main(lib, folder, int(size), dtype, mode, float(launch), out)
+    if sys.argv[2] == "--load":
+        load_only(sys.argv[1], sys.argv[3], sys.argv[4], sys.argv[5])
+    else:
+        lib, folder, size, dtype, mode, launch, out = sys.argv[1:8]
+        main(lib, folder, int(size), dtype, mode, float(launch), out)

@@ -90,7 +90,10 @@ def test_info_reads_components_from_headers(tmp_path, capsys):
 
     (tmp_path / "unet").mkdir()
     (tmp_path / "text_encoder").mkdir()
-    save_file({"a": torch.zeros(10, 10), "b": torch.zeros(5)}, tmp_path / "unet" / "diffusion_pytorch_model.safetensors")
+    save_file(
+        {"a": torch.zeros(10, 10), "b": torch.zeros(5)},
+        tmp_path / "unet" / "diffusion_pytorch_model.safetensors",
+    )
     save_file({"e": torch.zeros(3, 4, dtype=torch.float16)}, tmp_path / "text_encoder" / "model.safetensors")
     index = {
         "_class_name": "StableDiffusionPipeline",

@@ -224,7 +224,9 @@ def test_same_semantics_as_diffusers_configs(tmp_path):
 
 
 def test_loaded_writer_version_is_kept_but_saving_writes_ours(tmp_path):
-    loaded = Sampler.from_config({**Sampler().config, "_diffusers_version": "0.6.0", "_class_name": "Sampler"})
+    loaded = Sampler.from_config(
+        {**Sampler().config, "_diffusers_version": "0.6.0", "_class_name": "Sampler"}
+    )
     assert loaded.config["_diffusers_version"] == "0.6.0"
     loaded.save_config(tmp_path)
     assert json.loads((tmp_path / "scheduler_config.json").read_text())["_diffusers_version"] != "0.6.0"

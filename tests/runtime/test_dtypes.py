@@ -30,7 +30,11 @@ def test_parse_cpuinfo_reads_the_first_processor() -> None:
 
 @pytest.mark.parametrize(
     ("text", "bf16", "fp16", "fast"),
-    [(ZEN3, False, False, torch.float32), (ZEN5, True, False, torch.bfloat16), (SAPPHIRE, True, True, torch.bfloat16)],
+    [
+        (ZEN3, False, False, torch.float32),
+        (ZEN5, True, False, torch.bfloat16),
+        (SAPPHIRE, True, True, torch.bfloat16),
+    ],
 )
 def test_fast_dtype_follows_the_isa(monkeypatch, text, bf16, fp16, fast) -> None:
     info = fake_cpu(monkeypatch, text)
@@ -111,7 +115,10 @@ def test_fast_dtype_option(monkeypatch, sd_folder) -> None:
         pipe = StableDiffusionPipeline.from_pretrained(sd_folder, torch_dtype="fast")
     assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16
     fake_cpu(monkeypatch, ZEN3)
-    assert UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet", torch_dtype="fast").dtype == torch.float32
+    assert (
+        UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet", torch_dtype="fast").dtype
+        == torch.float32
+    )
     assert pipe.to("fast").unet.dtype == torch.float32
     with pytest.raises(TypeError, match='or "fast"'):
         UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet", torch_dtype="quick")

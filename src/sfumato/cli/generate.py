@@ -37,7 +37,10 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--strength", type=float, default=0.75, help="how much of --image to repaint, in (0, 1]")
     p.add_argument("--mask", metavar="PATH", help="white = repaint, black = keep (inpainting; needs --image)")
     p.add_argument(
-        "--dtype", choices=DTYPES, default="auto", help="compute dtype (auto: float32 on CPU, float16 on CUDA; fast: bfloat16 on CPUs with native bf16)",
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="compute dtype (auto: float32 on CPU, float16 on CUDA; fast: bfloat16 on CPUs with native bf16)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
     out = p.add_mutually_exclusive_group()

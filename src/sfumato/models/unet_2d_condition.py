@@ -348,7 +348,8 @@ class UNet2DConditionModel(ModelMixin):
         x = self._up(x, skips, emb, cond, needs_upsample_size(sample, self.num_upsamplers))
         if self.conv_norm_out is not None:
             x = self.conv_act(self.conv_norm_out(x))
-        return finish(UNet2DConditionOutput(sample=self.conv_out(x)), return_dict)
+        # channels-last weights (runtime.optimize) give channels-last maps; hand back the usual layout
+        return finish(UNet2DConditionOutput(sample=self.conv_out(x).contiguous()), return_dict)
 
     def _down(
         self, x: Tensor, emb: Tensor, cond: CrossAttnInputs, adapter: list[Tensor]

@@ -89,4 +89,6 @@ class Decoder(nn.Module):
         h = h.to(self.up_blocks[0].resnets[0].conv1.weight.dtype)
         for block in self.up_blocks:
             h = block(h)
-        return self.conv_out(self.conv_act(self.conv_norm_out(h)))
+        return self.conv_out(
+            self.conv_act(self.conv_norm_out(h))
+        ).contiguous()  # NCHW even from channels-last

@@ -127,9 +127,21 @@ class Transformer2DModel(nn.Module):
             h = h.permute(0, 2, 3, 1).reshape(b, height * width, -1)
         for block in self.transformer_blocks:
             h = block(h, context, self_bias, cross_bias)
-        # back to a contiguous (B, C, H, W) map: the following convs and norms are fastest on it
+        # back to a dense (B, C, H, W) map in the input's memory format (free for channels-last input)
+        layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         if self.use_linear_projection:
-            h = self.proj_out(h).reshape(b, height, width, -1).permute(0, 3, 1, 2).contiguous()
+            h = (
+                self.proj_out(h)
+                .reshape(b, height, width, -1)
+                .permute(0, 3, 1, 2)
+                .contiguous(memory_format=layout)
+            )
         else:
-            h = self.proj_out(h.reshape(b, height, width, -1).permute(0, 3, 1, 2).contiguous())
+            h = self.proj_out(
+                h.reshape(b, height, width, -1).permute(0, 3, 1, 2).contiguous(memory_format=layout)
+            )
         return h.add_(residual) if not torch.is_grad_enabled() else h + residual
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,63 @@
+"""`pipe.optimize()`: exact mode equals diffusers, fast mode stays close, the pipeline still saves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+PROMPT = "a small red circle in the top left on a blue background"
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    from pipelines.sd.components import save_sd
+
+    return save_sd(tmp_path_factory.mktemp("sd"))
+
+
+def generate(pipe) -> np.ndarray:
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(0)
+    return pipe(PROMPT, num_inference_steps=3, generator=g, output_type="np").images
+
+
+def test_exact_mode_equals_diffusers(sd_folder) -> None:
+    import diffusers
+
+    import sfumato
+
+    reference = generate(diffusers.StableDiffusionPipeline.from_pretrained(sd_folder))
+    pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder).optimize()
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.abs(generate(pipe) - reference).max() < 1 / 255
+
+
+def test_fast_mode_stays_close_to_exact(sd_folder) -> None:
+    import sfumato
+    from sfumato.runtime import fast_dtype
+
+    exact = generate(sfumato.StableDiffusionPipeline.from_pretrained(sd_folder))
+    pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder).optimize("fast")
+    assert pipe.unet.dtype == fast_dtype("cpu")
+    assert (
+        np.abs(generate(pipe) - exact).mean() < 0.02
+    )  # bf16 on native-bf16 CPUs; identical layout math else
+
+
+def test_optimized_pipeline_saves_and_reloads(sd_folder, tmp_path) -> None:
+    import sfumato
+
+    pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder).optimize()
+    pipe.save_pretrained(tmp_path / "saved")
+    again = sfumato.StableDiffusionPipeline.from_pretrained(tmp_path / "saved")
+    for name, value in pipe.unet.state_dict().items():
+        assert torch.equal(value, again.unet.state_dict()[name]), name
+
+
+def test_unknown_mode_is_refused(sd_folder) -> None:
+    import sfumato
+
+    pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder)
+    with pytest.raises(ValueError, match='"exact" or "fast"'):
+        pipe.optimize("turbo")
