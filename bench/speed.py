@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument(
         "--dtypes", nargs="+", default=None, help="default: float32, plus bfloat16 on native-bf16 CPUs"
     )
-    parser.add_argument("--variants", nargs="+", default=["exact", "exact+mem", "fast"])
+    parser.add_argument("--variants", nargs="+", default=["exact", "exact+mem", "fast+mem"])
     parser.add_argument("--folder", type=Path, default=None)
     parser.add_argument("--skip-per-step", action="store_true")
     args = parser.parse_args()

@@ -29,7 +29,7 @@ def test_exact_mode_equals_diffusers(sd_folder) -> None:
 
     reference = generate(diffusers.StableDiffusionPipeline.from_pretrained(sd_folder))
     pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder).optimize()
-    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert np.abs(generate(pipe) - reference).max() < 1 / 255
 
 

@@ -181,7 +181,7 @@ def _load(model: str, args: argparse.Namespace) -> Any:
 
         pipe.scheduler = from_name(args.scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=args.quiet, file=sys.stderr)
-    return pipe.to(args.device)
+    return pipe.to(args.device).optimize("fast" if args.dtype == "fast" else "exact")
 
 
 def _generate(pipe: Any, args: argparse.Namespace, seeds: list[int]) -> list[Any]:

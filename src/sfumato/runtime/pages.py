@@ -1,0 +1,75 @@
+"""Give back the pages of memory-mapped weights that were copied (cast or re-laid out) and are no longer read.
+
+fp32 safetensors are used in place through an mmap. When a tensor is converted instead (fp32 files
+loaded as bf16, weights turned channels-last), the original's pages stay resident, counted in the
+process's memory, until the whole file is unmapped: loading SD1.5 as bf16 then peaks at the fp32
+file plus the bf16 copy. `madvise(MADV_DONTNEED)` drops them at once. It is only applied to tensors in
+file-backed mappings (checked in /proc/self/maps) that were never written (`tensor._version == 0`),
+so a later read simply faults the same data back in from the file: values never change, whoever
+still holds the old tensor.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import functools
+import sys
+from collections.abc import Iterable
+
+import torch
+
+_MADV_DONTNEED = 4
+_PAGE = 4096
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def file_mappings() -> list[tuple[int, int]]:
+    """Sorted (start, end) address ranges of this process's mappings of regular files."""
+    ranges = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            for line in f:
+                parts = line.split(maxsplit=5)
+                if len(parts) < 6 or parts[4] == "0" or parts[5].startswith("["):
+                    continue  # anonymous memory, heap, stack: never touched
+                start, end = (int(x, 16) for x in parts[0].split("-"))
+                ranges.append((start, end))
+    except OSError:
+        return []
+    return sorted(ranges)
+
+
+def drop_pages(tensors: Iterable[torch.Tensor], mappings: list[tuple[int, int]] | None = None) -> int:
+    """Drop the resident whole pages of each unwritten CPU tensor in a file mapping; returns bytes dropped."""
+    libc = _libc()
+    if libc is None:
+        return 0
+    mappings = file_mappings() if mappings is None else mappings
+    starts = [s for s, _ in mappings]
+    dropped = 0
+    for t in tensors:
+        if t.device.type != "cpu" or t.numel() == 0 or t._version != 0:  # written: its pages hold new data
+            continue
+        begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+        i = bisect.bisect_right(starts, begin) - 1
+        if i < 0 or end > mappings[i][1]:
+            continue
+        first, last = (
+            -(-begin // _PAGE) * _PAGE,
+            end // _PAGE * _PAGE,
+        )  # whole pages only: neighbours may share
+        if last > first and libc.madvise(first, last - first, _MADV_DONTNEED) == 0:
+            dropped += last - first
+    return dropped
