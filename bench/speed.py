@@ -157,9 +157,7 @@ def per_step_cost(steps: int = 200) -> None:
         }
     for pipe in pipes.values():
         pipe.set_progress_bar_config(disable=True)
-        pipe.unet.forward = lambda sample, t, *a, **k: (
-            (sample * 0.5,) if not k.get("return_dict", True) else None
-        )
+        pipe.unet.forward = lambda sample, *args, **kwargs: _StubOutput((sample * 0.5,))
     times: dict[str, list[float]] = {name: [] for name in pipes}
     for _ in range(5):
         for name, pipe in pipes.items():
@@ -211,6 +209,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["exact", "exact+mem", "fast+mem"])
     parser.add_argument("--folder", type=Path, default=None)
     parser.add_argument("--skip-per-step", action="store_true")
+    parser.add_argument("--only-per-step", action="store_true")
     args = parser.parse_args()
 
     import torch
@@ -219,6 +218,8 @@ def main() -> None:
     from sfumato.runtime.cpu import cpu_info
 
     print(f"{time.strftime('%Y-%m-%d')} | {cpu_line()}")
+    if args.only_per_step:
+        return per_step_cost()
     dtypes = args.dtypes or (["float32", "bfloat16"] if cpu_info().native_bf16 else ["float32"])
     for dtype in dtypes:
         print(f"machine peak {dtype}: {machine_peak(getattr(torch, dtype)):.0f} GFLOP/s (best of GEMM, conv)")

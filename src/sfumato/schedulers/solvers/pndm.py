@@ -8,7 +8,9 @@ from torch import Tensor
 PRK_WEIGHTS = (1 / 6, 1 / 3, 1 / 3, 1 / 6)
 
 
-def pndm_transfer(x: Tensor, eps: Tensor, alpha_bar: Tensor, alpha_bar_prev: Tensor) -> Tensor:
+def pndm_transfer(
+    x: Tensor, eps: Tensor, alpha_bar: Tensor | float, alpha_bar_prev: Tensor | float
+) -> Tensor:
     """The transfer function phi(x_t, eps, t, t-delta) of Liu et al. 2022, eq. (11)."""
     x_coeff = (alpha_bar_prev / alpha_bar) ** 0.5
     denom = alpha_bar * (1 - alpha_bar_prev) ** 0.5 + (alpha_bar * (1 - alpha_bar) * alpha_bar_prev) ** 0.5
