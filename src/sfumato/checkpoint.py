@@ -215,11 +215,19 @@ def load_state_dict(
     keep_dtype: Collection[str] = (),
 ) -> dict[str, torch.Tensor]:
     """Read all tensors, casting floating ones to `dtype` one at a time (names with a prefix in `keep_dtype` are not cast)."""
-    state_dict = {}
-    for name, tensor, _path in iter_tensors(weights, device=device):
+    from .runtime.pages import drop_pages, file_mappings
+
+    state_dict, mappings = {}, {}
+    for name, tensor, path in iter_tensors(weights, device=device):
         if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
             if not any(name.startswith(prefix) for prefix in keep_dtype):
-                tensor = tensor.to(dtype)
+                original, tensor = tensor, tensor.to(dtype)
+                if not weights.is_pickle:
+                    # the mmapped original is not read again: without this its pages stay resident until
+                    # the file is closed (SD1.5 UNet fp32 -> bf16: peak 5.0 GiB instead of 1.8)
+                    if path not in mappings:
+                        mappings[path] = file_mappings()
+                    drop_pages([original], mappings[path])
         state_dict[name] = tensor
     return state_dict
 
