@@ -20,6 +20,11 @@ PROMPT = "a photograph of an astronaut riding a horse"
 STEPS, GUIDANCE = 4, 7.5  # PNDM with 4 steps = 5 UNet calls (performance.md's setting)
 
 
+def pipeline_class(lib: str):
+    """`StableDiffusionPipeline` of `lib` ("diffusers" or "sfumato"), imported now (import time is measured)."""
+    return __import__(lib).StableDiffusionPipeline
+
+
 def timed(fn, repeats: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(repeats):
@@ -33,10 +38,7 @@ def main(lib: str, folder: str, size: int, dtype_name: str, mode: str, launch: f
     import numpy as np
     import torch
 
-    if lib == "diffusers":
-        from diffusers import StableDiffusionPipeline
-    else:
-        from sfumato import StableDiffusionPipeline
+    StableDiffusionPipeline = pipeline_class(lib)
     import_s = time.time() - launch
     dtype = getattr(torch, dtype_name)
     start = time.time()
@@ -85,10 +87,7 @@ def load_only(lib: str, folder: str, dtype_name: str, variant: str) -> None:
     """Peak RSS of loading (and reading every weight once) in `dtype_name` from the `variant` files."""
     import torch
 
-    if lib == "diffusers":
-        from diffusers import StableDiffusionPipeline
-    else:
-        from sfumato import StableDiffusionPipeline
+    StableDiffusionPipeline = pipeline_class(lib)
     start = time.perf_counter()
     pipe = StableDiffusionPipeline.from_pretrained(
         folder, torch_dtype=getattr(torch, dtype_name), variant=None if variant == "none" else variant,

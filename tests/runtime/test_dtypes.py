@@ -62,13 +62,6 @@ def test_message_names_the_cost_and_the_fix(monkeypatch) -> None:
     assert "float16" in slow_dtype_message(torch.float16)
 
 
-@pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    from pipelines.sd.components import save_sd
-
-    return save_sd(tmp_path_factory.mktemp("sd"))
-
-
 def test_loading_in_a_slow_dtype_warns_at_load(monkeypatch, sd_folder) -> None:
     from sfumato import StableDiffusionPipeline
 

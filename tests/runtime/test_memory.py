@@ -42,9 +42,8 @@ def test_keep_freed_memory_stops_returning_big_blocks_to_the_system() -> None:
     assert results["on"][1] < 32 * 2**20  # given back after turning it off
 
 
-def test_generating_changes_no_process_state(monkeypatch, tmp_path) -> None:
+def test_generating_changes_no_process_state(monkeypatch, sd_folder) -> None:
     """Neither loading nor generating touches the allocator or the thread count on its own."""
-    from pipelines.sd.components import save_sd
     from sfumato import StableDiffusionPipeline
 
     calls = []
@@ -52,7 +51,7 @@ def test_generating_changes_no_process_state(monkeypatch, tmp_path) -> None:
     threads = torch.get_num_threads()
     interop = torch.get_num_interop_threads()
     grad = torch.is_grad_enabled()
-    pipe = StableDiffusionPipeline.from_pretrained(save_sd(tmp_path))
+    pipe = StableDiffusionPipeline.from_pretrained(sd_folder)
     pipe.set_progress_bar_config(disable=True)
     pipe("a cat", num_inference_steps=2)
     assert calls == []

@@ -9,13 +9,6 @@ import torch
 PROMPT = "a small red circle in the top left on a blue background"
 
 
-@pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    from pipelines.sd.components import save_sd
-
-    return save_sd(tmp_path_factory.mktemp("sd"))
-
-
 def generate(pipe) -> np.ndarray:
     pipe.set_progress_bar_config(disable=True)
     g = torch.Generator().manual_seed(0)

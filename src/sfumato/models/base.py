@@ -18,8 +18,7 @@ from .. import checkpoint as ckpt
 from ..config import ConfigMixin, read_config_file
 from ..files import staged_folder
 from ..hub import resolve_folder
-from ..runtime.cpu import fast_dtype
-from ..runtime.dtypes import FAST
+from ..runtime.dtypes import resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +34,7 @@ def as_dtype(torch_dtype: Any = None, dtype: Any = None) -> torch.dtype | None:
     """The dtype asked for via `torch_dtype=` or `dtype=` (strings like "float16" accepted)."""
     if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
         raise ValueError(f"torch_dtype={torch_dtype} and dtype={dtype} disagree; pass only one of them")
-    value = torch_dtype if torch_dtype is not None else dtype
-    if value == FAST:
-        return fast_dtype("cuda" if torch.cuda.is_available() else "cpu")
+    value = resolve_dtype(torch_dtype if torch_dtype is not None else dtype)  # "fast" -> this machine's dtype
     if value is None or isinstance(value, torch.dtype):
         return value
     if isinstance(value, str) and value.removeprefix("torch.") in _DTYPES:

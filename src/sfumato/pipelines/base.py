@@ -114,7 +114,7 @@ class DiffusionPipeline(ConfigMixin):
         """
         from ..runtime.optimize import optimize
 
-        return optimize(self, mode, compile=compile, unet_channels_last=unet_channels_last or mode == "fast")
+        return optimize(self, mode, compile=compile, unet_channels_last=unet_channels_last)
 
     def check_compute_dtype(self, stacklevel: int = 2) -> None:
         """Warn (`SlowDtypeWarning`, once per dtype and device) if a module computes in a dtype this CPU runs slowly."""

@@ -42,7 +42,7 @@ def optimize(
     if mode == "fast":
         pipe.to(fast_dtype(device))
     if device.type == "cpu":
-        for name in ("vae", "unet") if unet_channels_last else ("vae",):
+        for name in ("vae", "unet") if unet_channels_last or mode == "fast" else ("vae",):
             module = getattr(pipe, name, None)
             if isinstance(module, torch.nn.Module):
                 _to_channels_last(module)
