@@ -103,18 +103,16 @@ class DiffusionPipeline(ConfigMixin):
         self.check_compute_dtype(stacklevel=3)
         return self
 
-    def optimize(
-        self, mode: str = "exact", *, compile: bool = False, unet_channels_last: bool = False
-    ) -> DiffusionPipeline:
+    def optimize(self, mode: str = "exact", *, compile: bool = False, packing: bool = True) -> DiffusionPipeline:
         """Prepare for this machine: `"exact"` (equal to diffusers within float tolerance) or `"fast"`.
 
-        See `sfumato.runtime.optimize`: channels-last VAE convolutions on CPU (the UNet's too with
-        `unet_channels_last=True`); `"fast"` also casts to the fastest dtype (bfloat16 on CPUs with
-        native bf16) and lays out the UNet channels-last; `compile=True` compiles the UNet.
+        See `sfumato.runtime.optimize`: on CPU the UNet's weights packed once for oneDNN (`packing`)
+        and channels-last VAE convolutions; `"fast"` also casts to the fastest dtype (bfloat16 on
+        CPUs with native bf16); `compile=True` compiles the UNet.
         """
         from ..runtime.optimize import optimize
 
-        return optimize(self, mode, compile=compile, unet_channels_last=unet_channels_last)
+        return optimize(self, mode, compile=compile, packing=packing)
 
     def check_compute_dtype(self, stacklevel: int = 2) -> None:
         """Warn (`SlowDtypeWarning`, once per dtype and device) if a module computes in a dtype this CPU runs slowly."""

@@ -1,0 +1,180 @@
+"""Convolution and linear weights packed once for oneDNN's CPU kernels, not reordered on every call.
+
+oneDNN computes with weights in a blocked layout chosen for the input's shape. Called through
+`F.conv2d` / `F.linear`, it reorders the plain weight into that layout on every call: at the
+UNet's small maps (4x4 and 8x8 at 256 px, 1280 channels) the reorder of a 59 MB weight costs more
+than the arithmetic, and a 3x3 convolution runs at 22-50 GFLOP/s instead of ~150 (AVX2 EPYC).
+`pack_weights(module)` swaps each `nn.Conv2d` / `nn.Linear` for a subclass that keeps a packed copy
+for the last input shape it saw and repacks only when the shape (or the weight) changes; the
+layout that suits one shape can be 20x slower for another, so one copy per shape class is not
+enough and one per exact shape is the safe key.
+
+Parameters, `state_dict()` and training are untouched: the packed copy is a plain attribute, the
+module falls back to the usual forward whenever autograd needs the weight, the input is not on the
+CPU, or the dtype has no fast oneDNN kernel here. Results differ from `F.conv2d` by float rounding
+only (another summation order, ~1e-6 relative).
+
+Memory: a packed copy is as large as the weight. With `policy="neutral"` (the default) only weights
+whose pages can be given back are packed: weights used in place from a memory-mapped safetensors
+file and never written. After packing, their pages are dropped (`pages.drop_pages`), so resident
+memory does not grow; a later read of `module.weight` faults the same bytes back in from the file.
+A weight that is later cast, moved or written is no longer in the file: the module then runs the
+plain forward again. `policy="all"` packs every weight and holds the extra copy for the others.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import platform
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cpu import cpu_info
+from .pages import drop_pages, file_mappings
+
+logger = logging.getLogger(__name__)
+
+Policy = Literal["neutral", "all"]
+
+
+def mkldnn_packing_available() -> bool:
+    """Whether this torch build has the oneDNN ops that take packed weights (x86 only: measured there)."""
+    return (
+        platform.machine().lower() in ("x86_64", "amd64")
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+        and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
+def _packable_dtypes() -> tuple[torch.dtype, ...]:
+    # bf16 kernels exist only with native bf16; elsewhere bf16 is a trap anyway (runtime.dtypes warns)
+    return (torch.float32, torch.bfloat16) if cpu_info().native_bf16 else (torch.float32,)
+
+
+class _PackedWeight:
+    """The state a packed module keeps besides its parameters (set by `pack_weights`)."""
+
+    _sfumato_pack_key: tuple | None
+    _sfumato_pack: torch.Tensor | None
+    _sfumato_mappings: list[tuple[int, int]]
+    _sfumato_dtypes: tuple[torch.dtype, ...]
+    _sfumato_policy: Policy
+
+    def _packed_for(self, x: torch.Tensor, shape_key: Any) -> torch.Tensor | None:
+        """The packed weight for input `x`, packing it now if needed; None to use the plain forward."""
+        weight: torch.Tensor = self.weight  # type: ignore[attr-defined]
+        bias: torch.Tensor | None = self.bias  # type: ignore[attr-defined]
+        if (
+            x.device.type != "cpu"
+            or weight.device.type != "cpu"
+            or x.dtype != weight.dtype
+            or weight.dtype not in self._sfumato_dtypes
+            or (bias is not None and bias.dtype != weight.dtype)
+            or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+        ):
+            return None
+        key = (shape_key, weight.dtype, weight.data_ptr(), weight._version)
+        if key != self._sfumato_pack_key:
+            # the old copy goes before a new one is made
+            self._sfumato_pack, self._sfumato_pack_key = None, None
+            if self._sfumato_policy == "neutral" and not _in_file_mapping(weight, self._sfumato_mappings):
+                return None  # cast, moved or written since `pack_weights`: a copy would add to memory
+            self._sfumato_pack = self._pack(weight.detach(), shape_key)
+            self._sfumato_pack_key = key
+            drop_pages([weight], self._sfumato_mappings)
+        return self._sfumato_pack
+
+    def _pack(self, weight: torch.Tensor, shape_key: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PackedConv2d(_PackedWeight, nn.Conv2d):
+    """`nn.Conv2d` that runs oneDNN with a weight packed for the current input shape."""
+
+    def _pack(self, weight: torch.Tensor, shape_key: Any) -> torch.Tensor:
+        return torch.ops.mkldnn._reorder_convolution_weight(
+            weight, list(self.padding), list(self.stride), list(self.dilation), self.groups, list(shape_key)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        packed = self._packed_for(x, tuple(x.shape)) if x.dim() == 4 else None
+        if packed is None:
+            return super().forward(x)
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, packed, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups,
+            "none", [], "",
+        )  # fmt: skip
+
+
+class PackedLinear(_PackedWeight, nn.Linear):
+    """`nn.Linear` that runs oneDNN with a weight packed for the current number of rows."""
+
+    def _pack(self, weight: torch.Tensor, shape_key: Any) -> torch.Tensor:
+        return torch.ops.mkldnn._reorder_linear_weight(weight, shape_key)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        packed = self._packed_for(x, x.numel() // x.shape[-1]) if x.dim() >= 2 and x.numel() else None
+        if packed is None:
+            return F.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+
+
+_PACKED = {nn.Conv2d: PackedConv2d, nn.Linear: PackedLinear}
+_STATE = ("_sfumato_pack_key", "_sfumato_pack", "_sfumato_mappings", "_sfumato_dtypes", "_sfumato_policy")
+
+
+def _in_file_mapping(t: torch.Tensor, mappings: list[tuple[int, int]]) -> bool:
+    """Whether `t` is used in place from a mapped file and never written (its pages can be given back)."""
+    begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+    i = bisect.bisect_right(mappings, (begin, float("inf"))) - 1
+    return t.device.type == "cpu" and t._version == 0 and i >= 0 and end <= mappings[i][1]
+
+
+def pack_weights(module: nn.Module, policy: Policy = "neutral") -> int:
+    """Make `module`'s convolutions and linears use packed weights on CPU; returns how many were switched.
+
+    Only exact `nn.Conv2d` (zero padding given as numbers) and `nn.Linear` are switched, never
+    subclasses with their own forward. See the module docstring for `policy`.
+    """
+    if policy not in ("neutral", "all"):
+        raise ValueError(f'policy must be "neutral" or "all", got {policy!r}')
+    if not mkldnn_packing_available():
+        logger.info("this torch build has no oneDNN packed-weight ops; weights stay as they are")
+        return 0
+    mappings = file_mappings()
+    dtypes = _packable_dtypes()
+    switched = 0
+    for child in module.modules():
+        packed_class = _PACKED.get(type(child))
+        if packed_class is None or child.weight.device.type != "cpu":
+            continue
+        if isinstance(child, nn.Conv2d) and (child.padding_mode != "zeros" or isinstance(child.padding, str)):
+            continue
+        if policy == "neutral" and not _in_file_mapping(child.weight, mappings):
+            continue
+        child.__class__ = packed_class
+        child._sfumato_pack_key, child._sfumato_pack = None, None
+        child._sfumato_mappings, child._sfumato_dtypes, child._sfumato_policy = mappings, dtypes, policy
+        switched += 1
+    return switched
+
+
+def unpack_weights(module: nn.Module) -> int:
+    """Undo `pack_weights`: plain `nn.Conv2d` / `nn.Linear` again, packed copies freed; returns how many."""
+    plain = {packed: original for original, packed in _PACKED.items()}
+    count = 0
+    for child in module.modules():
+        original = plain.get(type(child))
+        if original is not None:
+            for name in _STATE:
+                child.__dict__.pop(name, None)
+            child.__class__ = original
+            count += 1
+    return count
