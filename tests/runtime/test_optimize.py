@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from sfumato.runtime.packing import PackedConv2d, PackedLinear, mkldnn_packing_available
+
 PROMPT = "a small red circle in the top left on a blue background"
 
 
@@ -24,6 +26,16 @@ def test_exact_mode_equals_diffusers(sd_folder) -> None:
     pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder).optimize()
     assert pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert np.abs(generate(pipe) - reference).max() < 1 / 255
+    if mkldnn_packing_available():  # the UNet's weights were packed and the packed kernels ran
+        packed = [m for m in pipe.unet.modules() if isinstance(m, PackedConv2d | PackedLinear)]
+        assert len(packed) > 10 and all(m._sfumato_pack is not None for m in packed)
+
+
+def test_packing_can_be_turned_off(sd_folder) -> None:
+    import sfumato
+
+    pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder).optimize(packing=False)
+    assert not any(isinstance(m, PackedConv2d | PackedLinear) for m in pipe.unet.modules())
 
 
 def test_fast_mode_stays_close_to_exact(sd_folder) -> None:

@@ -1,0 +1,150 @@
+"""Packed oneDNN weights: same results as the plain modules, never stale, never a second resident copy."""
+
+from __future__ import annotations
+
+import copy
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from sfumato.runtime.packing import (
+    PackedConv2d,
+    PackedLinear,
+    mkldnn_packing_available,
+    pack_weights,
+    unpack_weights,
+)
+
+pytestmark = pytest.mark.skipif(not mkldnn_packing_available(), reason="needs x86 torch with oneDNN")
+
+CASES = [
+    (nn.Conv2d(64, 96, 3, padding=1), (2, 64, 16, 16)),
+    (nn.Conv2d(4, 64, 3, padding=1), (1, 4, 8, 8)),
+    (nn.Conv2d(64, 64, 3, stride=2, padding=1), (2, 64, 16, 16)),
+    (nn.Conv2d(96, 32, 1, bias=False), (2, 96, 8, 8)),
+    (nn.Linear(64, 256), (2, 77, 64)),
+    (nn.Linear(128, 64, bias=False), (3, 128)),
+]
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize(("module", "shape"), CASES, ids=lambda c: getattr(c, "__class__", type(c)).__name__)
+def test_packed_modules_match_the_plain_ones(module: nn.Module, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        expected = module(x)
+        packed = copy.deepcopy(module)
+        assert pack_weights(packed, "all") == 1
+        assert type(packed) in (PackedConv2d, PackedLinear)
+        first, second = packed(x), packed(x)
+    assert packed._sfumato_pack is not None  # the oneDNN path ran, not the fallback
+    assert relative_difference(first, expected) < 1e-5
+    assert torch.equal(first, second)
+
+
+def test_a_new_input_shape_repacks_and_stays_correct() -> None:
+    conv = nn.Conv2d(32, 32, 3, padding=1)
+    packed = copy.deepcopy(conv)
+    pack_weights(packed, "all")
+    with torch.no_grad():
+        for size in (8, 16, 8, 32):
+            x = torch.randn(2, 32, size, size)
+            assert relative_difference(packed(x), conv(x)) < 1e-5
+            assert packed._sfumato_pack_key[0] == tuple(x.shape)
+
+
+def test_a_weight_changed_in_place_is_never_served_stale() -> None:
+    linear = nn.Linear(64, 64)
+    pack_weights(linear, "all")
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        linear(x)  # packs the original weight
+        linear.weight.mul_(2.0)
+        expected = torch.nn.functional.linear(x, linear.weight, linear.bias)
+        assert relative_difference(linear(x), expected) < 1e-5
+
+
+def test_autograd_and_other_dtypes_take_the_plain_path() -> None:
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    pack_weights(conv, "all")
+    x = torch.randn(1, 8, 8, 8, requires_grad=True)
+    conv(x).sum().backward()
+    assert conv.weight.grad is not None and x.grad is not None
+    assert conv._sfumato_pack is None
+    conv.double()
+    with torch.no_grad():
+        out = conv(x.detach().double())
+    assert out.dtype == torch.float64 and conv._sfumato_pack is None
+
+
+def test_state_dict_is_unchanged_and_unpacking_restores_the_classes() -> None:
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    keys = list(model.state_dict())
+    assert pack_weights(model, "all") == 2
+    with torch.no_grad():
+        model(torch.randn(1, 4, 4, 4))
+    assert list(model.state_dict()) == keys
+    assert unpack_weights(model) == 2
+    assert [type(m) for m in model] == [nn.Conv2d, nn.Flatten, nn.Linear]
+    assert not any(name.startswith("_sfumato") for m in model for name in vars(m))
+
+
+def test_neutral_policy_packs_only_weights_used_in_place_from_a_file(tmp_path) -> None:
+    model = nn.Sequential(nn.Linear(256, 256), nn.Linear(256, 256))
+    save_file(model.state_dict(), tmp_path / "m.safetensors")
+    mapped = nn.Sequential(nn.Linear(256, 256), nn.Linear(256, 256))
+    mapped.load_state_dict(load_file(tmp_path / "m.safetensors"), assign=True)  # mmapped in place
+    mapped[1].weight.data = mapped[1].weight.data.clone()  # this one now lives in the heap
+    assert pack_weights(model, "neutral") == 0
+    assert pack_weights(mapped, "neutral") == 1
+    assert type(mapped[0]) is PackedLinear and type(mapped[1]) is nn.Linear
+    x = torch.randn(3, 256)
+    with torch.no_grad():
+        assert relative_difference(mapped(x), model(x)) < 1e-5
+        mapped.to(torch.bfloat16).float()  # cast away from the file: a pack would be a second copy
+        mapped(x)
+    assert mapped[0]._sfumato_pack is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only (/proc)")
+def test_packing_mmapped_weights_does_not_grow_resident_memory(tmp_path) -> None:
+    import subprocess
+    import textwrap
+
+    layers = {
+        f"{i}.weight": torch.randn(2048, 4096, generator=torch.Generator().manual_seed(i)) for i in range(8)
+    }
+    save_file(layers, tmp_path / "m.safetensors")  # 256 MiB of fp32
+    del layers
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from torch import nn
+        from safetensors.torch import load_file
+        from sfumato.runtime.packing import pack_weights
+        def rss():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096
+        model = nn.Sequential(*[nn.Linear(4096, 2048, bias=False) for _ in range(8)])
+        model.load_state_dict(load_file({str(tmp_path / "m.safetensors")!r}), assign=True)
+        x = torch.randn(16, 4096)
+        with torch.no_grad():
+            plain = [layer(x) for layer in model]  # every weight paged in
+            before = rss()
+            assert pack_weights(model) == 8
+            packed = [layer(x) for layer in model]
+        assert all(float((a - b).abs().max()) < 1e-3 for a, b in zip(plain, packed))
+        print(rss() - before)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    growth = int(result.stdout.split()[-1])
+    assert growth < 64 * 2**20, (
+        f"resident memory grew by {growth / 2**20:.0f} MiB for 256 MiB of packed weights"
+    )
