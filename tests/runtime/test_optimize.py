@@ -31,11 +31,28 @@ def test_exact_mode_equals_diffusers(sd_folder) -> None:
         assert len(packed) > 10 and all(m._sfumato_pack is not None for m in packed)
 
 
-def test_packing_can_be_turned_off(sd_folder) -> None:
+def test_exact_mode_is_the_default_and_can_be_turned_off(sd_folder) -> None:
     import sfumato
 
-    pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder).optimize(packing=False)
-    assert not any(isinstance(m, PackedConv2d | PackedLinear) for m in pipe.unet.modules())
+    pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder)
+    assert pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    if mkldnn_packing_available():
+        assert isinstance(pipe.unet.conv_in, PackedConv2d)
+    plain = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder, optimize=False)
+    assert plain.vae.decoder.conv_in.weight.is_contiguous()
+    assert not any(isinstance(m, PackedConv2d | PackedLinear) for m in plain.unet.modules())
+    unpacked = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder, optimize=False).optimize(
+        packing=False
+    )
+    assert not any(isinstance(m, PackedConv2d | PackedLinear) for m in unpacked.unet.modules())
+
+
+def test_leaving_the_cpu_restores_the_plain_layout(sd_folder) -> None:
+    import sfumato
+
+    pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder)
+    pipe.to("meta")  # stands in for CUDA / MPS: any device that is not the CPU
+    assert all(p.is_contiguous() for p in pipe.vae.parameters())
 
 
 def test_fast_mode_stays_close_to_exact(sd_folder) -> None:

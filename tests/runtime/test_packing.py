@@ -110,7 +110,10 @@ def test_neutral_policy_packs_only_weights_used_in_place_from_a_file(tmp_path) -
         assert relative_difference(mapped(x), model(x)) < 1e-5
         mapped.to(torch.bfloat16).float()  # cast away from the file: a pack would be a second copy
         mapped(x)
-    assert mapped[0]._sfumato_pack is None
+        assert mapped[0]._sfumato_pack is None
+        assert pack_weights(mapped, "all") == 2  # asked for: the packed module takes the new policy
+        assert relative_difference(mapped(x), model(x)) < 1e-2  # bf16 round trip of the weights
+    assert mapped[0]._sfumato_pack is not None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only (/proc)")

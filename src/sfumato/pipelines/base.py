@@ -100,10 +100,16 @@ class DiffusionPipeline(ConfigMixin):
             args = tuple(fast_dtype(self.device) if a == "fast" else a for a in args)
         for module in self._modules():
             module.to(*args, **kwargs)
+        if self._execution_device.type != "cpu":
+            from ..runtime.optimize import undo_cpu_layout
+
+            undo_cpu_layout(self)
         self.check_compute_dtype(stacklevel=3)
         return self
 
-    def optimize(self, mode: str = "exact", *, compile: bool = False, packing: bool = True) -> DiffusionPipeline:
+    def optimize(
+        self, mode: str = "exact", *, compile: bool = False, packing: bool = True
+    ) -> DiffusionPipeline:
         """Prepare for this machine: `"exact"` (equal to diffusers within float tolerance) or `"fast"`.
 
         See `sfumato.runtime.optimize`: on CPU the UNet's weights packed once for oneDNN (`packing`)
@@ -202,6 +208,7 @@ class DiffusionPipeline(ConfigMixin):
         local_files_only: bool = False,
         cache_dir: str | os.PathLike | None = None,
         token: str | bool | None = None,
+        optimize: bool = True,
         **kwargs: Any,
     ) -> DiffusionPipeline:
         """Load a pipeline folder or Hub repo (`model_index.json` + one subfolder per component).
@@ -209,7 +216,9 @@ class DiffusionPipeline(ConfigMixin):
         Called on `DiffusionPipeline`, the class named in `_class_name` is built; called on a
         concrete class, that class is used. Keyword arguments named like a component replace it
         (`None` skips it); others are pipeline config values (`requires_safety_checker=False`).
-        `torch_dtype` may be a dict per component with a `"default"` key.
+        `torch_dtype` may be a dict per component with a `"default"` key. `optimize=True` applies
+        the exact mode of `optimize()` (results equal diffusers' within float tolerance; it only
+        changes anything on CPU); `optimize=False` leaves every module as loaded.
         """
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         torch_dtype, dtype = resolve_dtype(torch_dtype), resolve_dtype(dtype)
@@ -239,7 +248,7 @@ class DiffusionPipeline(ConfigMixin):
         pipe = pipeline_cls(**loaded, **config)
         pipe.register_to_config(_name_or_path=os.fspath(id_or_folder))
         pipe.check_compute_dtype(stacklevel=3)
-        return pipe
+        return pipe.optimize("exact") if optimize else pipe
 
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **overrides: Any) -> DiffusionPipeline:

@@ -54,12 +54,29 @@ def optimize(
         vae, unet = getattr(pipe, "vae", None), getattr(pipe, "unet", None)
         if isinstance(vae, torch.nn.Module):
             _to_channels_last(vae)
+            object.__setattr__(pipe, "_cpu_layout", True)
         if isinstance(unet, torch.nn.Module) and packing and not compile:
             count = pack_weights(unet, "all" if mode == "fast" else "neutral")
             logger.debug("packed %d UNet weights for oneDNN", count)
     if compile:
         _compile_unet(pipe)
     return pipe
+
+
+def undo_cpu_layout(pipe: DiffusionPipeline) -> None:
+    """Plain layout again for weights `optimize` made channels-last, once the pipeline leaves the CPU.
+
+    The layout was chosen for oneDNN; on CUDA or MPS the usual layout is what diffusers users run
+    and what those backends are tested with.
+    """
+    if not getattr(pipe, "_cpu_layout", False):
+        return
+    with torch.no_grad():
+        for module in pipe._modules():
+            for param in module.parameters():
+                if param.dim() == 4 and not param.is_contiguous():
+                    param.data = param.data.contiguous()
+    object.__setattr__(pipe, "_cpu_layout", False)
 
 
 def _to_channels_last(module: torch.nn.Module) -> None:

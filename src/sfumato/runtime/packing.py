@@ -152,6 +152,11 @@ def pack_weights(module: nn.Module, policy: Policy = "neutral") -> int:
     dtypes = _packable_dtypes()
     switched = 0
     for child in module.modules():
+        if isinstance(child, _PackedWeight):  # packed before: the new policy applies from the next call
+            child._sfumato_pack_key, child._sfumato_pack = None, None
+            child._sfumato_mappings, child._sfumato_policy = mappings, policy
+            switched += 1
+            continue
         packed_class = _PACKED.get(type(child))
         if packed_class is None or child.weight.device.type != "cpu":
             continue
