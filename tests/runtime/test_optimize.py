@@ -83,3 +83,17 @@ def test_unknown_mode_is_refused(sd_folder) -> None:
     pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder)
     with pytest.raises(ValueError, match='"exact" or "fast"'):
         pipe.optimize("turbo")
+
+
+def test_compiled_unet_stays_close_to_eager_and_says_it_compiles(sd_folder, caplog) -> None:
+    import logging
+
+    import sfumato
+
+    eager = generate(sfumato.StableDiffusionPipeline.from_pretrained(sd_folder))
+    pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder)
+    with caplog.at_level(logging.WARNING, logger="sfumato.runtime.optimize"):
+        pipe.optimize(compile=True)
+    assert "compiling the UNet" in caplog.text and "cached in" in caplog.text
+    assert not any(isinstance(m, PackedConv2d | PackedLinear) for m in pipe.unet.modules())
+    assert np.abs(generate(pipe) - eager).max() < 1 / 255
