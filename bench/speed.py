@@ -1,7 +1,8 @@
-"""sfumato against diffusers on this CPU: SD1.5-sized text-to-image, side by side (A B A B ...).
+"""sfumato against diffusers on this CPU: SD1.5- or SDXL-sized text-to-image, side by side (A B A B ...).
 
     python bench/speed.py                          # 256 px, fp32 (+ bf16 where the CPU has native bf16)
     python bench/speed.py --sizes 256 512 --repeats 3
+    python bench/speed.py --model sdxl --sizes 512 --repeats 1 --skip-per-step
 
 Every measurement runs in a fresh process (bench/speed_worker.py), so peak RSS and the whole-process
 time (interpreter + import + load + first image) are each library's own. Variants: diffusers'
@@ -65,20 +66,31 @@ def machine_peak(dtype) -> float:
     return best
 
 
-def unet_gflop(size: int) -> float:
+def unet_gflop(model: str, size: int) -> float:
     """FLOPs of one UNet call (batch 2) at `size` px, counted on the meta device."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sd_fixture import UNET
+    from sd_fixture import MODELS
     from sfumato import UNet2DConditionModel
+    from speed_worker import unet_inputs
 
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**UNET)
-        x, e = torch.randn(2, 4, size // 8, size // 8), torch.randn(2, 77, 768)
+        unet = UNet2DConditionModel(**MODELS[model][0])
+    (x, t), kwargs = unet_inputs(unet, size, torch.float32, torch.Generator().manual_seed(0))
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        unet(x, torch.tensor(500, device="meta"), encoder_hidden_states=e)
+        unet(x.to("meta"), t.to("meta"), **_to_meta(kwargs))
     return counter.get_total_flops() / 1e9
+
+
+def _to_meta(value):
+    if isinstance(value, dict):
+        return {k: _to_meta(v) for k, v in value.items()}
+    return value.to("meta")
+
+
+def scheduler_name(folder: Path) -> str:
+    return json.loads((folder / "model_index.json").read_text())["scheduler"][1].removesuffix("Scheduler")
 
 
 def run_worker(lib: str, mode: str, folder: Path, size: int, dtype: str, out: Path) -> dict:
@@ -91,7 +103,13 @@ def run_worker(lib: str, mode: str, folder: Path, size: int, dtype: str, out: Pa
 
 
 def compare(
-    variants: list[tuple[str, str]], folder: Path, size: int, dtype: str, repeats: int, flops: float
+    variants: list[tuple[str, str]],
+    folder: Path,
+    size: int,
+    dtype: str,
+    repeats: int,
+    flops: float,
+    title: str,
 ) -> None:
     runs: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,7 +127,9 @@ def compare(
     ref = variants[0]
     med = {v: {k: statistics.median(run[k] for run in runs[v]) for k, _, _ in FIGURES} for v in variants}
     head = [f"{lib} {mode}" for lib, mode in variants]
-    print(f"\n### {size} px, {dtype}, PNDM {4} steps, CFG 7.5 (median of {repeats})\n")
+    print(
+        f"\n### {title}, {size} px, {dtype}, {scheduler_name(folder)} 4 steps, CFG 7.5 (median of {repeats})\n"
+    )
     print("| figure | " + " | ".join(head) + " |")
     print("|---|" + "---|" * len(variants))
     for key, label, unit in FIGURES:
@@ -207,6 +227,7 @@ def main() -> None:
         "--dtypes", nargs="+", default=None, help="default: float32, plus bfloat16 on native-bf16 CPUs"
     )
     parser.add_argument("--variants", nargs="+", default=["exact", "exact+mem", "fast+mem"])
+    parser.add_argument("--model", choices=["sd15", "sdxl"], default="sd15", help="SD1.5 or SDXL base layout")
     parser.add_argument("--folder", type=Path, default=None)
     parser.add_argument("--skip-per-step", action="store_true")
     parser.add_argument("--only-per-step", action="store_true")
@@ -214,7 +235,7 @@ def main() -> None:
 
     import torch
 
-    from sd_fixture import DEFAULT, build
+    from sd_fixture import MODELS
     from sfumato.runtime.cpu import cpu_info
 
     print(f"{time.strftime('%Y-%m-%d')} | {cpu_line()}")
@@ -223,13 +244,15 @@ def main() -> None:
     dtypes = args.dtypes or (["float32", "bfloat16"] if cpu_info().native_bf16 else ["float32"])
     for dtype in dtypes:
         print(f"machine peak {dtype}: {machine_peak(getattr(torch, dtype)):.0f} GFLOP/s (best of GEMM, conv)")
-    folder = build(args.folder or DEFAULT)
+    build = MODELS[args.model][1]
+    folder = build(args.folder) if args.folder else build()
     variants = [("diffusers", "default")] + [("sfumato", m) for m in args.variants]
+    title = {"sd15": "SD1.5", "sdxl": "SDXL"}[args.model]
     for size in args.sizes:
-        flops = unet_gflop(size)
-        print(f"UNet call at {size} px: {flops:.0f} GFLOP")
+        flops = unet_gflop(args.model, size)
+        print(f"{title} UNet call at {size} px: {flops:.0f} GFLOP")
         for dtype in dtypes:
-            compare(variants, folder, size, dtype, args.repeats, flops)
+            compare(variants, folder, size, dtype, args.repeats, flops, title)
     load_memory(folder)
     if not args.skip_per_step:
         per_step_cost()

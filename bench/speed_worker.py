@@ -20,9 +20,38 @@ PROMPT = "a photograph of an astronaut riding a horse"
 STEPS, GUIDANCE = 4, 7.5  # PNDM with 4 steps = 5 UNet calls (performance.md's setting)
 
 
-def pipeline_class(lib: str):
-    """`StableDiffusionPipeline` of `lib` ("diffusers" or "sfumato"), imported now (import time is measured)."""
-    return __import__(lib).StableDiffusionPipeline
+def pipeline_class(lib: str, folder: str):
+    """`lib`'s class for the folder's `_class_name` ("diffusers" or "sfumato"), imported now (import time is measured)."""
+    with open(f"{folder}/model_index.json", encoding="utf-8") as f:
+        return getattr(__import__(lib), json.load(f)["_class_name"])
+
+
+def load_options(cls) -> dict:
+    return {"safety_checker": None} if cls.__name__ == "StableDiffusionPipeline" else {}
+
+
+def unet_inputs(unet, size: int, dtype, generator) -> tuple[tuple, dict]:
+    """Random (latents, t) and keyword inputs of one CFG-batch UNet call, SD or SDXL."""
+    import torch
+
+    h = size // 8
+    latents = torch.randn(2, 4, h, h, generator=generator).to(dtype)
+    kwargs = dict(
+        encoder_hidden_states=torch.randn(2, 77, unet.config.cross_attention_dim, generator=generator)
+    )
+    if unet.config.addition_embed_type == "text_time":  # SDXL: pooled text embeds + 6 size/crop numbers
+        pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        kwargs["added_cond_kwargs"] = dict(
+            text_embeds=torch.randn(2, pooled, generator=generator),
+            time_ids=torch.tensor([[size, size, 0, 0, size, size]] * 2),
+        )
+        kwargs["added_cond_kwargs"] = {k: v.to(dtype) for k, v in kwargs["added_cond_kwargs"].items()}
+    kwargs["encoder_hidden_states"] = kwargs["encoder_hidden_states"].to(dtype)
+    return (latents, torch.tensor(500)), kwargs
+
+
+def text_encoders(pipe) -> list:
+    return [m for m in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m is not None]
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -38,11 +67,11 @@ def main(lib: str, folder: str, size: int, dtype_name: str, mode: str, launch: f
     import numpy as np
     import torch
 
-    StableDiffusionPipeline = pipeline_class(lib)
+    cls = pipeline_class(lib, folder)
     import_s = time.time() - launch
     dtype = getattr(torch, dtype_name)
     start = time.time()
-    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None)
+    pipe = cls.from_pretrained(folder, torch_dtype=dtype, **load_options(cls))
     if lib == "sfumato":
         from sfumato import runtime
 
@@ -63,15 +92,12 @@ def main(lib: str, folder: str, size: int, dtype_name: str, mode: str, launch: f
         first_s, _ = timed(generate, 1)
         process_s = time.time() - launch
         e2e_s, image = timed(generate, 1)
-        g = torch.Generator().manual_seed(1)
-        h = size // 8
-        latents = torch.randn(2, 4, h, h, generator=g).to(dtype)
-        embeds = torch.randn(2, 77, 768, generator=g).to(dtype)
-        t = torch.tensor(500)
-        unet_s, unet_out = timed(lambda: pipe.unet(latents, t, encoder_hidden_states=embeds).sample, 2)
-        vae_s, vae_out = timed(lambda: pipe.vae.decode(latents[:1] / 0.18215).sample, 2)
+        args, kwargs = unet_inputs(pipe.unet, size, dtype, torch.Generator().manual_seed(1))
+        unet_s, unet_out = timed(lambda: pipe.unet(*args, **kwargs).sample, 2)
+        vae_in = args[0][:1] / pipe.vae.config.scaling_factor
+        vae_s, vae_out = timed(lambda: pipe.vae.decode(vae_in.to(pipe.vae.dtype)).sample, 2)
         ids = pipe.tokenizer([PROMPT, ""], padding="max_length", max_length=77, return_tensors="pt").input_ids
-        text_s, _ = timed(lambda: pipe.text_encoder(ids)[0], 3)
+        text_s, _ = timed(lambda: [enc(ids, output_hidden_states=True)[0] for enc in text_encoders(pipe)], 3)
     np.savez(
         out_npz, image=np.asarray(image, dtype=np.float32), unet=unet_out.float().numpy(),
         vae=vae_out.float().numpy(),
@@ -87,20 +113,19 @@ def load_only(lib: str, folder: str, dtype_name: str, variant: str) -> None:
     """Peak RSS of loading (and reading every weight once) in `dtype_name` from the `variant` files."""
     import torch
 
-    StableDiffusionPipeline = pipeline_class(lib)
+    cls = pipeline_class(lib, folder)
     start = time.perf_counter()
-    pipe = StableDiffusionPipeline.from_pretrained(
+    pipe = cls.from_pretrained(
         folder, torch_dtype=getattr(torch, dtype_name), variant=None if variant == "none" else variant,
-        safety_checker=None,
+        **load_options(cls),
     )  # fmt: skip
+    modules = [pipe.unet, pipe.vae, *text_encoders(pipe)]
     total = 0.0
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+    for module in modules:
         for p in module.parameters():
             total += float(p.float().sum())  # touches every page of every weight
     seconds = time.perf_counter() - start
-    weights = sum(
-        p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.text_encoder) for p in m.parameters()
-    )
+    weights = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(dict(load_s=seconds, peak_rss=rss, weights=weights)))
 
