@@ -97,3 +97,12 @@ def test_compiled_unet_stays_close_to_eager_and_says_it_compiles(sd_folder, capl
     assert "compiling the UNet" in caplog.text and "cached in" in caplog.text
     assert not any(isinstance(m, PackedConv2d | PackedLinear) for m in pipe.unet.modules())
     assert np.abs(generate(pipe) - eager).max() < 1 / 255
+
+
+def test_a_user_compiled_unet_runs_through_the_packed_modules(sd_folder) -> None:
+    import sfumato
+
+    eager = generate(sfumato.StableDiffusionPipeline.from_pretrained(sd_folder))
+    pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder)
+    pipe.unet = torch.compile(pipe.unet)  # what diffusers' docs tell users to do
+    assert np.abs(generate(pipe) - eager).max() < 1 / 255

@@ -78,6 +78,7 @@ class _PackedWeight:
             or weight.dtype not in self._sfumato_dtypes
             or (bias is not None and bias.dtype != weight.dtype)
             or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+            or torch.compiler.is_compiling()  # traced by the user's torch.compile: inductor packs for itself
         ):
             return None
         key = (shape_key, weight.dtype, weight.data_ptr(), weight._version)
@@ -86,9 +87,10 @@ class _PackedWeight:
             self._sfumato_pack, self._sfumato_pack_key = None, None
             if self._sfumato_policy == "neutral" and not _in_file_mapping(weight, self._sfumato_mappings):
                 return None  # cast, moved or written since `pack_weights`: a copy would add to memory
-            self._sfumato_pack = self._pack(weight.detach(), shape_key)
-            self._sfumato_pack_key = key
+            packed = self._pack(weight.detach(), shape_key)
+            self._sfumato_pack, self._sfumato_pack_key = packed, key
             drop_pages([weight], self._sfumato_mappings)
+            return packed  # this call's own copy, even if another thread repacks meanwhile
         return self._sfumato_pack
 
     def _pack(self, weight: torch.Tensor, shape_key: Any) -> torch.Tensor:
