@@ -84,6 +84,15 @@ def test_autograd_and_other_dtypes_take_the_plain_path() -> None:
     assert out.dtype == torch.float64 and conv._sfumato_pack is None
 
 
+def test_cpu_autocast_keeps_its_dtypes() -> None:
+    conv, linear = nn.Conv2d(8, 8, 3, padding=1), nn.Linear(16, 16)
+    pack_weights(conv, "all")
+    pack_weights(linear, "all")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(torch.randn(1, 8, 8, 8)).dtype == torch.bfloat16
+        assert linear(torch.randn(2, 16)).dtype == torch.bfloat16
+
+
 def test_state_dict_is_unchanged_and_unpacking_restores_the_classes() -> None:
     model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
     keys = list(model.state_dict())

@@ -11,7 +11,7 @@ enough and one per exact shape is the safe key.
 
 Parameters, `state_dict()` and training are untouched: the packed copy is a plain attribute, the
 module falls back to the usual forward whenever autograd needs the weight, the input is not on the
-CPU, or the dtype has no fast oneDNN kernel here. Results differ from `F.conv2d` by float rounding
+CPU, the dtype has no fast oneDNN kernel here, CPU autocast is on, or torch.compile is tracing. Results differ from `F.conv2d` by float rounding
 only (another summation order, ~1e-6 relative).
 
 Memory: a packed copy is as large as the weight. With `policy="neutral"` (the default) only weights
@@ -79,6 +79,7 @@ class _PackedWeight:
             or (bias is not None and bias.dtype != weight.dtype)
             or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
             or torch.compiler.is_compiling()  # traced by the user's torch.compile: inductor packs for itself
+            or torch.is_autocast_enabled("cpu")  # autocast casts inside F.conv2d / F.linear; keep its dtypes
         ):
             return None
         key = (shape_key, weight.dtype, weight.data_ptr(), weight._version)
