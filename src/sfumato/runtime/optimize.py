@@ -115,9 +115,8 @@ def _compile_unet(pipe: Any) -> None:
     unet = pipe.unet
     if getattr(unet, "_sfumato_compiled", False):
         return
-    unpack_weights(
-        unet
-    )  # inductor packs frozen weights itself; the packing's Python cache would break graphs
+    # inductor packs frozen weights itself; the packing's Python cache would only cut its graphs
+    unpack_weights(unet)
     logger.warning(
         "compiling the UNet with torch.compile (frozen weights): the first call compiles, about 2.5 min "
         "on 2 CPU cores for SD1.5; the result is cached in %s, so the next process compiles in ~30 s",

@@ -24,7 +24,6 @@ plain forward again. `policy="all"` packs every weight and holds the extra copy 
 
 from __future__ import annotations
 
-import bisect
 import logging
 import platform
 from typing import Any, Literal
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cpu import cpu_info
-from .pages import drop_pages, file_mappings
+from .pages import drop_pages, file_mappings, in_file_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ class _PackedWeight:
         if key != self._sfumato_pack_key:
             # the old copy goes before a new one is made
             self._sfumato_pack, self._sfumato_pack_key = None, None
-            if self._sfumato_policy == "neutral" and not _in_file_mapping(weight, self._sfumato_mappings):
+            if self._sfumato_policy == "neutral" and not in_file_mapping(weight, self._sfumato_mappings):
                 return None  # cast, moved or written since `pack_weights`: a copy would add to memory
             packed = self._pack(weight.detach(), shape_key)
             self._sfumato_pack, self._sfumato_pack_key = packed, key
@@ -133,11 +132,10 @@ _PACKED = {nn.Conv2d: PackedConv2d, nn.Linear: PackedLinear}
 _STATE = ("_sfumato_pack_key", "_sfumato_pack", "_sfumato_mappings", "_sfumato_dtypes", "_sfumato_policy")
 
 
-def _in_file_mapping(t: torch.Tensor, mappings: list[tuple[int, int]]) -> bool:
-    """Whether `t` is used in place from a mapped file and never written (its pages can be given back)."""
-    begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
-    i = bisect.bisect_right(mappings, (begin, float("inf"))) - 1
-    return t.device.type == "cpu" and t._version == 0 and i >= 0 and end <= mappings[i][1]
+def _reset(child: nn.Module, mappings: list[tuple[int, int]], dtypes: tuple, policy: Policy) -> None:
+    """Fresh packing state: nothing packed yet; the next call packs under `policy`."""
+    child._sfumato_pack_key, child._sfumato_pack = None, None
+    child._sfumato_mappings, child._sfumato_dtypes, child._sfumato_policy = mappings, dtypes, policy
 
 
 def pack_weights(module: nn.Module, policy: Policy = "neutral") -> int:
@@ -155,21 +153,18 @@ def pack_weights(module: nn.Module, policy: Policy = "neutral") -> int:
     dtypes = _packable_dtypes()
     switched = 0
     for child in module.modules():
-        if isinstance(child, _PackedWeight):  # packed before: the new policy applies from the next call
-            child._sfumato_pack_key, child._sfumato_pack = None, None
-            child._sfumato_mappings, child._sfumato_policy = mappings, policy
-            switched += 1
-            continue
-        packed_class = _PACKED.get(type(child))
-        if packed_class is None or child.weight.device.type != "cpu":
-            continue
-        if isinstance(child, nn.Conv2d) and (child.padding_mode != "zeros" or isinstance(child.padding, str)):
-            continue
-        if policy == "neutral" and not _in_file_mapping(child.weight, mappings):
-            continue
-        child.__class__ = packed_class
-        child._sfumato_pack_key, child._sfumato_pack = None, None
-        child._sfumato_mappings, child._sfumato_dtypes, child._sfumato_policy = mappings, dtypes, policy
+        if not isinstance(child, _PackedWeight):  # packed before: only the policy is renewed
+            packed_class = _PACKED.get(type(child))
+            if packed_class is None or child.weight.device.type != "cpu":
+                continue
+            if isinstance(child, nn.Conv2d) and (
+                child.padding_mode != "zeros" or isinstance(child.padding, str)
+            ):
+                continue
+            if policy == "neutral" and not in_file_mapping(child.weight, mappings):
+                continue
+            child.__class__ = packed_class
+        _reset(child, mappings, dtypes, policy)
         switched += 1
     return switched
 

@@ -51,21 +51,26 @@ def file_mappings() -> list[tuple[int, int]]:
     return sorted(ranges)
 
 
+def in_file_mapping(t: torch.Tensor, mappings: list[tuple[int, int]]) -> bool:
+    """Whether CPU tensor `t` lies inside one file mapping and was never written (its pages can be dropped)."""
+    if t.device.type != "cpu" or t.numel() == 0 or t._version != 0:  # written: its pages hold new data
+        return False
+    begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+    i = bisect.bisect_right(mappings, (begin, float("inf"))) - 1
+    return i >= 0 and end <= mappings[i][1]
+
+
 def drop_pages(tensors: Iterable[torch.Tensor], mappings: list[tuple[int, int]] | None = None) -> int:
     """Drop the resident whole pages of each unwritten CPU tensor in a file mapping; returns bytes dropped."""
     libc = _libc()
     if libc is None:
         return 0
     mappings = file_mappings() if mappings is None else mappings
-    starts = [s for s, _ in mappings]
     dropped = 0
     for t in tensors:
-        if t.device.type != "cpu" or t.numel() == 0 or t._version != 0:  # written: its pages hold new data
+        if not in_file_mapping(t, mappings):
             continue
         begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
-        i = bisect.bisect_right(starts, begin) - 1
-        if i < 0 or end > mappings[i][1]:
-            continue
         first, last = (
             -(-begin // _PAGE) * _PAGE,
             end // _PAGE * _PAGE,
