@@ -7,14 +7,24 @@ import pytest
 import torch
 
 from sfumato.runtime.packing import PackedConv2d, PackedLinear, mkldnn_packing_available
+from sfumato.runtime.winograd import winograd_available
 
 PROMPT = "a small red circle in the top left on a blue background"
 
 
-def generate(pipe) -> np.ndarray:
+def generate(pipe, size: int | None = None) -> np.ndarray:
     pipe.set_progress_bar_config(disable=True)
     g = torch.Generator().manual_seed(0)
-    return pipe(PROMPT, num_inference_steps=3, generator=g, output_type="np").images
+    return pipe(PROMPT, height=size, width=size, num_inference_steps=3, generator=g, output_type="np").images
+
+
+def assert_vae_prepared_for_the_cpu(pipe) -> None:
+    """Winograd (NCHW) where torch has NNPACK, else channels-last weights for oneDNN."""
+    conv = pipe.vae.decoder.conv_in
+    if winograd_available():
+        assert isinstance(conv, PackedConv2d) and conv._sfumato_winograd and conv.weight.is_contiguous()
+    else:
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_exact_mode_equals_diffusers(sd_folder) -> None:
@@ -24,7 +34,7 @@ def test_exact_mode_equals_diffusers(sd_folder) -> None:
 
     reference = generate(diffusers.StableDiffusionPipeline.from_pretrained(sd_folder))
     pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder).optimize()
-    assert pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert_vae_prepared_for_the_cpu(pipe)
     assert np.abs(generate(pipe) - reference).max() < 1 / 255
     if mkldnn_packing_available():  # the UNet's weights were packed and the packed kernels ran
         packed = [m for m in pipe.unet.modules() if isinstance(m, PackedConv2d | PackedLinear)]
@@ -35,16 +45,34 @@ def test_exact_mode_is_the_default_and_can_be_turned_off(sd_folder) -> None:
     import sfumato
 
     pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder)
-    assert pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert_vae_prepared_for_the_cpu(pipe)
     if mkldnn_packing_available():
         assert isinstance(pipe.unet.conv_in, PackedConv2d)
     plain = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder, optimize=False)
     assert plain.vae.decoder.conv_in.weight.is_contiguous()
-    assert not any(isinstance(m, PackedConv2d | PackedLinear) for m in plain.unet.modules())
+    assert not any(
+        isinstance(m, PackedConv2d | PackedLinear) for m in [*plain.unet.modules(), *plain.vae.modules()]
+    )
     unpacked = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder, optimize=False).optimize(
-        packing=False
+        packing=False, winograd=False
     )
     assert not any(isinstance(m, PackedConv2d | PackedLinear) for m in unpacked.unet.modules())
+
+
+@pytest.mark.skipif(not winograd_available(), reason="needs a torch build with NNPACK")
+def test_exact_mode_with_winograd_equals_diffusers_on_large_maps(sd_folder, nnpack_calls) -> None:
+    import diffusers
+
+    import sfumato
+
+    size = 512  # 64x64 latents: the UNet's first and last convolutions and the whole VAE decoder qualify
+    reference = generate(diffusers.StableDiffusionPipeline.from_pretrained(sd_folder), size)
+    nnpack_calls.clear()
+    image = generate(sfumato.StableDiffusionPipeline.from_pretrained(sd_folder), size)
+    assert image.shape == reference.shape == (1, size, size, 3)
+    assert np.abs(image - reference).max() < 1 / 255
+    assert (2, 8, 512, 512) not in nnpack_calls and (1, 8, 512, 512) in nnpack_calls  # VAE, per sample
+    assert any(shape[2:] == (64, 64) for shape in nnpack_calls)  # the UNet's
 
 
 def test_leaving_the_cpu_restores_the_plain_layout(sd_folder) -> None:

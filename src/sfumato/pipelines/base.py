@@ -108,17 +108,17 @@ class DiffusionPipeline(ConfigMixin):
         return self
 
     def optimize(
-        self, mode: str = "exact", *, compile: bool = False, packing: bool = True
+        self, mode: str = "exact", *, compile: bool = False, packing: bool = True, winograd: bool = True
     ) -> DiffusionPipeline:
         """Prepare for this machine: `"exact"` (equal to diffusers within float tolerance) or `"fast"`.
 
         See `sfumato.runtime.optimize`: on CPU the UNet's weights packed once for oneDNN (`packing`)
-        and channels-last VAE convolutions; `"fast"` also casts to the fastest dtype (bfloat16 on
-        CPUs with native bf16); `compile=True` compiles the UNet.
+        and 3x3 convolutions on large maps through Winograd's algorithm (`winograd`); `"fast"` also
+        casts to the fastest dtype (bfloat16 on CPUs with native bf16); `compile=True` compiles the UNet.
         """
         from ..runtime.optimize import optimize
 
-        return optimize(self, mode, compile=compile, packing=packing)
+        return optimize(self, mode, compile=compile, packing=packing, winograd=winograd)
 
     def check_compute_dtype(self, stacklevel: int = 2) -> None:
         """Warn (`SlowDtypeWarning`, once per dtype and device) if a module computes in a dtype this CPU runs slowly."""

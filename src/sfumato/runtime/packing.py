@@ -19,7 +19,12 @@ whose pages can be given back are packed: weights used in place from a memory-ma
 file and never written. After packing, their pages are dropped (`pages.drop_pages`), so resident
 memory does not grow; a later read of `module.weight` faults the same bytes back in from the file.
 A weight that is later cast, moved or written is no longer in the file: the module then runs the
-plain forward again. `policy="all"` packs every weight and holds the extra copy for the others.
+plain forward again. `policy="all"` packs every weight and holds the extra copy for the others;
+`policy="none"` packs nothing (the modules are switched for the Winograd path only).
+
+`winograd=True` also sends float32 3x3 stride-1 convolutions on large maps to Winograd's algorithm
+(`runtime.winograd`: 2-3x faster there, no packed copy, ~1e-5 relative rounding); the shape of
+each call decides, so one module can take either path.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ from torch import nn
 
 from .cpu import cpu_info
 from .pages import drop_pages, file_mappings, in_file_mapping
+from .winograd import winograd_available, winograd_conv2d, winograd_suits, winograd_usable
 
 logger = logging.getLogger(__name__)
 
-Policy = Literal["neutral", "all"]
+Policy = Literal["neutral", "all", "none"]
 
 
 def mkldnn_packing_available() -> bool:
@@ -65,21 +71,26 @@ class _PackedWeight:
     _sfumato_mappings: list[tuple[int, int]]
     _sfumato_dtypes: tuple[torch.dtype, ...]
     _sfumato_policy: Policy
+    _sfumato_winograd: bool
 
-    def _packed_for(self, x: torch.Tensor, shape_key: Any) -> torch.Tensor | None:
-        """The packed weight for input `x`, packing it now if needed; None to use the plain forward."""
+    def _plain_needed(self, x: torch.Tensor) -> bool:
+        """Whether this call must take the module's usual forward (see the module docstring)."""
         weight: torch.Tensor = self.weight  # type: ignore[attr-defined]
         bias: torch.Tensor | None = self.bias  # type: ignore[attr-defined]
-        if (
+        return (
             x.device.type != "cpu"
             or weight.device.type != "cpu"
             or x.dtype != weight.dtype
-            or weight.dtype not in self._sfumato_dtypes
             or (bias is not None and bias.dtype != weight.dtype)
             or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
             or torch.compiler.is_compiling()  # traced by the user's torch.compile: inductor packs for itself
             or torch.is_autocast_enabled("cpu")  # autocast casts inside F.conv2d / F.linear; keep its dtypes
-        ):
+        )
+
+    def _packed_for(self, x: torch.Tensor, shape_key: Any) -> torch.Tensor | None:
+        """The packed weight for input `x`, packing it now if needed; None to use the plain forward."""
+        weight: torch.Tensor = self.weight  # type: ignore[attr-defined]
+        if self._sfumato_policy == "none" or weight.dtype not in self._sfumato_dtypes:
             return None
         key = (shape_key, weight.dtype, weight.data_ptr(), weight._version)
         if key != self._sfumato_pack_key:
@@ -106,7 +117,19 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        packed = self._packed_for(x, tuple(x.shape)) if x.dim() == 4 else None
+        if x.dim() != 4 or self._plain_needed(x):
+            return super().forward(x)
+        if (
+            self._sfumato_winograd
+            and winograd_suits(self.in_channels, self.out_channels, x.shape[2], x.shape[3])
+            and winograd_usable(x, self.weight)
+        ):
+            self._sfumato_pack, self._sfumato_pack_key = (
+                None,
+                None,
+            )  # a copy for another shape: not needed now
+            return winograd_conv2d(x, self.weight, self.bias, self.padding)  # type: ignore[arg-type]
+        packed = self._packed_for(x, tuple(x.shape))
         if packed is None:
             return super().forward(x)
         return torch.ops.mkldnn._convolution_pointwise(
@@ -122,33 +145,55 @@ class PackedLinear(_PackedWeight, nn.Linear):
         return torch.ops.mkldnn._reorder_linear_weight(weight, shape_key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        packed = self._packed_for(x, x.numel() // x.shape[-1]) if x.dim() >= 2 and x.numel() else None
+        usable = x.dim() >= 2 and x.numel() and not self._plain_needed(x)
+        packed = self._packed_for(x, x.numel() // x.shape[-1]) if usable else None
         if packed is None:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 
 
 _PACKED = {nn.Conv2d: PackedConv2d, nn.Linear: PackedLinear}
-_STATE = ("_sfumato_pack_key", "_sfumato_pack", "_sfumato_mappings", "_sfumato_dtypes", "_sfumato_policy")
+_STATE = (
+    "_sfumato_pack_key", "_sfumato_pack", "_sfumato_mappings", "_sfumato_dtypes", "_sfumato_policy",
+    "_sfumato_winograd",
+)  # fmt: skip
 
 
-def _reset(child: nn.Module, mappings: list[tuple[int, int]], dtypes: tuple, policy: Policy) -> None:
+def _winograd_shaped(child: nn.Module) -> bool:
+    """A 3x3, stride-1, undilated, ungrouped convolution with zero padding NNPACK takes (below 3)."""
+    return (
+        isinstance(child, nn.Conv2d)
+        and child.kernel_size == (3, 3)
+        and child.stride == (1, 1)
+        and child.dilation == (1, 1)
+        and child.groups == 1
+        and all(p < 3 for p in child.padding)  # type: ignore[union-attr]
+    )
+
+
+def _reset(
+    child: nn.Module, mappings: list[tuple[int, int]], dtypes: tuple, policy: Policy, winograd: bool
+) -> None:
     """Fresh packing state: nothing packed yet; the next call packs under `policy`."""
     child._sfumato_pack_key, child._sfumato_pack = None, None
     child._sfumato_mappings, child._sfumato_dtypes, child._sfumato_policy = mappings, dtypes, policy
+    child._sfumato_winograd = winograd and _winograd_shaped(child)
 
 
-def pack_weights(module: nn.Module, policy: Policy = "neutral") -> int:
+def pack_weights(module: nn.Module, policy: Policy = "neutral", *, winograd: bool = False) -> int:
     """Make `module`'s convolutions and linears use packed weights on CPU; returns how many were switched.
 
     Only exact `nn.Conv2d` (zero padding given as numbers) and `nn.Linear` are switched, never
-    subclasses with their own forward. See the module docstring for `policy`.
+    subclasses with their own forward. See the module docstring for `policy` and `winograd`.
     """
-    if policy not in ("neutral", "all"):
-        raise ValueError(f'policy must be "neutral" or "all", got {policy!r}')
+    if policy not in ("neutral", "all", "none"):
+        raise ValueError(f'policy must be "neutral", "all" or "none", got {policy!r}')
+    winograd = winograd and winograd_available()
     if not mkldnn_packing_available():
-        logger.info("this torch build has no oneDNN packed-weight ops; weights stay as they are")
-        return 0
+        if not winograd:
+            logger.info("this torch build has no oneDNN packed-weight ops; weights stay as they are")
+            return 0
+        policy = "none"
     mappings = file_mappings()
     dtypes = _packable_dtypes()
     switched = 0
@@ -161,10 +206,11 @@ def pack_weights(module: nn.Module, policy: Policy = "neutral") -> int:
                 child.padding_mode != "zeros" or isinstance(child.padding, str)
             ):
                 continue
-            if policy == "neutral" and not in_file_mapping(child.weight, mappings):
+            packable = policy == "all" or (policy == "neutral" and in_file_mapping(child.weight, mappings))
+            if not packable and not (winograd and _winograd_shaped(child)):
                 continue
             child.__class__ = packed_class
-        _reset(child, mappings, dtypes, policy)
+        _reset(child, mappings, dtypes, policy, winograd)
         switched += 1
     return switched
 

@@ -1,0 +1,87 @@
+"""Winograd 3x3 convolutions (NNPACK): equal to direct ones within float rounding, taken only where they win."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sfumato.runtime import winograd
+from sfumato.runtime.packing import PackedConv2d, pack_weights
+from sfumato.runtime.winograd import winograd_available, winograd_conv2d, winograd_suits
+
+pytestmark = pytest.mark.skipif(not winograd_available(), reason="needs a torch build with NNPACK")
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize(
+    ("batch", "padding", "bias"), [(1, 1, True), (3, 1, False), (2, 2, True), (1, 0, True)]
+)
+def test_winograd_matches_a_float64_direct_convolution(batch: int, padding: int, bias: bool) -> None:
+    torch.manual_seed(0)
+    x, w = torch.randn(batch, 24, 40, 36), torch.randn(16, 24, 3, 3) / 15
+    b = torch.randn(16) if bias else None
+    expected = F.conv2d(x.double(), w.double(), None if b is None else b.double(), padding=padding)
+    out = winograd_conv2d(x, w, b, (padding, padding))
+    assert out.shape == expected.shape and out.dtype == torch.float32
+    assert relative_difference(out.double(), expected) < 1e-4
+    # each sample's result does not depend on the batch it came in
+    assert torch.equal(out[-1:], winograd_conv2d(x[-1:], w, b, (padding, padding)))
+
+
+def test_the_shape_rule_follows_the_bench() -> None:
+    assert winograd_suits(128, 128, 512, 512) and winograd_suits(320, 320, 64, 64)
+    assert winograd_suits(512, 512, 32, 32) and winograd_suits(640, 640, 32, 32)
+    assert not winograd_suits(320, 320, 32, 32)  # a tie on the bench
+    assert not winograd_suits(1280, 1280, 16, 16) and not winograd_suits(1280, 1280, 8, 8)
+
+
+def test_a_switched_conv_takes_winograd_on_large_maps_only(nnpack_calls) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, 3, padding=1)
+    switched = copy.deepcopy(conv)
+    assert pack_weights(switched, "none", winograd=True) == 1 and type(switched) is PackedConv2d
+    with torch.no_grad():
+        large, small = torch.randn(2, 16, 64, 64), torch.randn(2, 16, 16, 16)
+        assert relative_difference(switched(large), conv(large)) < 1e-4
+        assert nnpack_calls == [(1, 16, 64, 64), (1, 16, 64, 64)]  # one call per sample
+        assert relative_difference(switched(small), conv(small)) < 1e-5
+    assert len(nnpack_calls) == 2
+
+
+def test_only_3x3_stride_1_convolutions_are_switched_for_winograd() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 3, padding=1)
+    )
+    assert pack_weights(model, "none", winograd=True) == 1
+    assert [type(m) for m in model] == [nn.Conv2d, nn.Conv2d, PackedConv2d]
+
+
+def test_autograd_other_dtypes_and_a_changed_thread_count_take_the_direct_path(
+    nnpack_calls, monkeypatch
+) -> None:
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    pack_weights(conv, "none", winograd=True)
+    x = torch.randn(1, 8, 64, 64, requires_grad=True)
+    conv(x).sum().backward()  # autograd needs the weight: the plain forward, with its backward
+    assert conv.weight.grad is not None and x.grad is not None
+    with torch.no_grad():
+        assert conv.double()(x.detach().double()).dtype == torch.float64
+        conv.float()
+        conv(x.detach())
+        assert len(nnpack_calls) == 1  # float32 without autograd: Winograd
+        # NNPACK's thread pool keeps the size it was made with; a new count goes to oneDNN instead
+        monkeypatch.setattr(winograd, "_pool_threads", torch.get_num_threads() + 1)
+        conv(x.detach())
+    assert len(nnpack_calls) == 1
+
+
+def test_winograd_can_be_turned_off() -> None:
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    assert pack_weights(conv, "none", winograd=False) == 0 and type(conv) is nn.Conv2d
