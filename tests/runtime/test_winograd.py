@@ -35,6 +35,37 @@ def test_winograd_matches_a_float64_direct_convolution(batch: int, padding: int,
     assert torch.equal(out[-1:], winograd_conv2d(x[-1:], w, b, (padding, padding)))
 
 
+@pytest.mark.parametrize(("padding", "upsample"), [(1, 1), (0, 1), (2, 1), (1, 2)])
+def test_bands_of_rows_give_the_numbers_of_one_call(
+    monkeypatch, nnpack_calls, padding: int, upsample: int
+) -> None:
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 8, 45, 30), torch.randn(4, 8, 3, 3) / 9, torch.randn(4)
+    enlarged = F.interpolate(x, scale_factor=float(upsample), mode="nearest")
+    whole = torch.cat(
+        [torch._nnpack_spatial_convolution(s, w, b, [padding] * 2, [1, 1]) for s in enlarged.split(1)]
+    )
+    nnpack_calls.clear()
+    monkeypatch.setattr(winograd, "BAND_BYTES", 8 * 30 * upsample * 4 * 10)  # 10 input rows: 6-row bands
+    banded = winograd_conv2d(x, w, b, (padding, padding), upsample=upsample)
+    assert torch.equal(banded, whole)
+    assert max(c[2] for c in nnpack_calls) == 8  # 6 output rows and the 2 more they read
+    assert sum(c[2] - 2 for c in nnpack_calls) == 2 * whole.shape[2]  # every output row once per sample
+
+
+def test_an_upsampler_fuses_the_enlargement_into_its_convolution(nnpack_calls) -> None:
+    from sfumato.nn.resampling import Upsample2D
+
+    torch.manual_seed(0)
+    up = Upsample2D(8)
+    fused = copy.deepcopy(up)
+    pack_weights(fused, "none", winograd=True)
+    x = torch.randn(1, 8, 40, 40)
+    with torch.no_grad():
+        assert relative_difference(fused(x), up(x)) < 1e-4
+    assert nnpack_calls and all(c[3] == 80 for c in nnpack_calls)  # the enlarged width, band by band
+
+
 def test_the_shape_rule_follows_the_bench() -> None:
     assert winograd_suits(128, 128, 512, 512) and winograd_suits(320, 320, 64, 64)
     assert winograd_suits(512, 512, 32, 32) and winograd_suits(640, 640, 32, 32)

@@ -119,15 +119,7 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self._plain_needed(x):
             return super().forward(x)
-        if (
-            self._sfumato_winograd
-            and winograd_suits(self.in_channels, self.out_channels, x.shape[2], x.shape[3])
-            and winograd_usable(x, self.weight)
-        ):
-            self._sfumato_pack, self._sfumato_pack_key = (
-                None,
-                None,
-            )  # a copy for another shape: not needed now
+        if self._winograd_suits(x, 1):
             return winograd_conv2d(x, self.weight, self.bias, self.padding)  # type: ignore[arg-type]
         packed = self._packed_for(x, tuple(x.shape))
         if packed is None:
@@ -136,6 +128,27 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
             x, packed, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups,
             "none", [], "",
         )  # fmt: skip
+
+    def forward_upsampled(self, x: torch.Tensor, factor: int) -> torch.Tensor | None:
+        """This convolution of `x` enlarged `factor` times (nearest), fused band by band with Winograd.
+
+        None where that path does not apply: the caller then enlarges `x` and calls the module.
+        """
+        if x.dim() != 4 or self._plain_needed(x) or not self._winograd_suits(x, factor):
+            return None
+        return winograd_conv2d(x, self.weight, self.bias, self.padding, upsample=factor)  # type: ignore[arg-type]
+
+    def _winograd_suits(self, x: torch.Tensor, factor: int) -> bool:
+        """Whether this call takes Winograd: a suitable module, map and dtype (see `runtime.winograd`)."""
+        if not (
+            self._sfumato_winograd
+            and winograd_suits(self.in_channels, self.out_channels, x.shape[2] * factor, x.shape[3] * factor)
+            and winograd_usable(x, self.weight)
+        ):
+            return False
+        # a copy packed for another shape is not needed now
+        self._sfumato_pack, self._sfumato_pack_key = None, None
+        return True
 
 
 class PackedLinear(_PackedWeight, nn.Linear):
