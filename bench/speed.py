@@ -6,8 +6,8 @@
 
 Every measurement runs in a fresh process (bench/speed_worker.py), so peak RSS and the whole-process
 time (interpreter + import + load + first image) are each library's own. Variants: diffusers'
-default; sfumato's exact mode (the default); exact + `runtime.keep_freed_memory()` (what the
-`sfumato` command uses); sfumato's fast mode. Each speed figure comes with an output check against
+default; sfumato's exact mode (the default, which the `sfumato` command uses); exact +
+`runtime.keep_freed_memory()`; sfumato's fast mode. Each speed figure comes with an output check against
 diffusers: max |difference| of the final images in [0, 1] (exact mode must stay within 1/255).
 The folder is built once by bench/sd_fixture.py. Also: per-step framework cost on the tiny test
 pipeline with a stub UNet. See bench/README.md for the latest table.
@@ -226,7 +226,7 @@ def main() -> None:
     parser.add_argument(
         "--dtypes", nargs="+", default=None, help="default: float32, plus bfloat16 on native-bf16 CPUs"
     )
-    parser.add_argument("--variants", nargs="+", default=["exact", "exact+mem", "fast+mem"])
+    parser.add_argument("--variants", nargs="+", default=["exact", "exact+mem", "fast"])
     parser.add_argument("--model", choices=["sd15", "sdxl"], default="sd15", help="SD1.5 or SDXL base layout")
     parser.add_argument("--folder", type=Path, default=None)
     parser.add_argument("--skip-per-step", action="store_true")

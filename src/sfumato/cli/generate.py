@@ -161,8 +161,6 @@ def _load(model: str, args: argparse.Namespace) -> Any:
 
     import sfumato
 
-    from ..runtime import keep_freed_memory
-
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     dtype = dtypes.get(args.dtype, args.dtype)
     if dtype == "auto":
@@ -172,9 +170,8 @@ def _load(model: str, args: argparse.Namespace) -> Any:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-    # this process is ours: keep freed activations for reuse instead of page-faulting them afresh
-    # every step (runtime/memory.py; ~20% of a CPU generation). A library never does this itself.
-    keep_freed_memory()
+    # No keep_freed_memory() here: since the VAE's large convolutions went to Winograd, keeping
+    # freed memory gained nothing measurable and raised the peak by 1-3% (bench/README.md).
     pipe = getattr(sfumato, f"AutoPipelineFor{task}").from_pretrained(model, torch_dtype=dtype)
     if args.scheduler:
         from ..schedulers import from_name

@@ -9,8 +9,12 @@ Blocks of 64 MiB and more still get their own mapping, given back when freed: ke
 the VAE's 128-256 MiB maps at 512 px fragment it, and a 512 px SD1.5 image peaked at 5.57 GiB
 (diffusers: 5.3-5.5) against 5.23 GiB with the 64 MiB cut, at the same speed.
 
+Since the VAE's large convolutions go to Winograd (`runtime.winograd`), the gain is gone: a whole
+SD1.5 image took the same time with and without it (256 and 512 px, bench/README.md) and peaked
+1-3% higher with it, so the `sfumato` command no longer calls it. It stays for other workloads.
+
 This changes the whole process's allocator, so the library never does it on its own: call
-`keep_freed_memory()` (the `sfumato` command does, since it owns its process) or set
+`keep_freed_memory()` or set
 `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` in the environment before Python starts. The
 cost is resident memory: freed activations stay mapped until `release_freed_memory()`.
 """

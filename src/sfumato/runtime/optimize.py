@@ -3,15 +3,19 @@
 `DiffusionPipeline.from_pretrained` applies the exact mode unless given `optimize=False`.
 
 - mode "exact" (results equal diffusers' within float tolerance), on CPU:
-  - the UNet's convolution and linear weights packed once for oneDNN (`runtime.packing`) instead of
-    reordered on every call: UNet call 0.75x (SD1.5, 256 px) and 0.81x (SDXL, 512 px) of
-    diffusers' on an AVX2 EPYC, the 1280-channel 3x3
-    convolutions at 4x4 and 8x8 going from 22-90 to ~155 GFLOP/s. Only weights used in place from
-    memory-mapped files are packed (their pages are given back), so resident memory does not grow.
-    The first call pays for the packing (~6 s for SD1.5's UNet on 2 cores), which is repaid from
-    the third UNet call on;
-  - the VAE's convolution weights in channels-last layout, where oneDNN's 3x3 kernels run faster
-    on its large maps (VAE decode 0.83x at 256 px); packing adds nothing there.
+  - 3x3 convolutions on large maps through Winograd's algorithm (`runtime.winograd`, NNPACK's
+    F(6x6, 3x3), float32): the whole VAE decoder and the UNet's 64x64 and 32x32 maps at 512 px.
+    VAE decode 0.50x diffusers' time at 512 px and 0.54x at 256 px on an AVX2 EPYC; rounding
+    ~1e-5 of the output's scale instead of ~2e-6 (images equal within 1/255). `winograd=False`
+    keeps direct convolutions;
+  - the UNet's other convolution and linear weights packed once for oneDNN (`runtime.packing`)
+    instead of reordered on every call: the 1280-channel 3x3 convolutions at 4x4 and 8x8 go from
+    22-90 to ~155 GFLOP/s. Only weights used in place from memory-mapped files are packed (their
+    pages are given back), so resident memory does not grow. The first call pays for the packing
+    (~6 s for SD1.5's UNet on 2 cores), which is repaid from the third UNet call on;
+  - where torch has no NNPACK, the VAE's convolution weights in channels-last layout instead,
+    where oneDNN's 3x3 kernels run faster on its large maps.
+  SD1.5 end to end: 0.59x diffusers' time at 256 px, 0.74x at 512 px (AVX2 EPYC, bench/README.md).
 - mode "fast" (tiny numeric differences accepted): also the fastest compute dtype for the device,
   bfloat16 on CPUs with native bf16 (avx512_bf16 / AMX), float32 elsewhere, float16 on CUDA; the
   cast weights are packed too, at the cost of a second copy of the UNet's weights.
