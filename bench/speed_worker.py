@@ -93,7 +93,8 @@ def main(lib: str, folder: str, size: int, dtype_name: str, mode: str, launch: f
         first_s, _ = timed(generate, 1)
         process_s = time.time() - launch
         e2e_s, image = timed(generate, 1)
-        args, kwargs = unet_inputs(pipe.unet, size, dtype, torch.Generator().manual_seed(1))
+        # the UNet's own dtype: fast mode may compute in another than the one loaded
+        args, kwargs = unet_inputs(pipe.unet, size, pipe.unet.dtype, torch.Generator().manual_seed(1))
         unet_s, unet_out = timed(lambda: pipe.unet(*args, **kwargs).sample, 2)
         vae_in = args[0][:1] / pipe.vae.config.scaling_factor
         vae_s, vae_out = timed(lambda: pipe.vae.decode(vae_in.to(pipe.vae.dtype)).sample, 2)
