@@ -134,3 +134,23 @@ def test_a_user_compiled_unet_runs_through_the_packed_modules(sd_folder) -> None
     pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder)
     pipe.unet = torch.compile(pipe.unet)  # what diffusers' docs tell users to do
     assert np.abs(generate(pipe) - eager).max() < 1 / 255
+
+
+def test_exact_mode_in_bfloat16_equals_diffusers(sd_folder) -> None:
+    """bf16 rounding grows over the steps: every op must round like diffusers' for the images to agree."""
+    import warnings
+
+    import diffusers
+
+    import sfumato
+    from sfumato.runtime.dtypes import SlowDtypeWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SlowDtypeWarning)  # a tiny model: slow bf16 kernels don't matter
+        reference = generate(
+            diffusers.StableDiffusionPipeline.from_pretrained(sd_folder, torch_dtype=torch.bfloat16)
+        )
+        image = generate(
+            sfumato.StableDiffusionPipeline.from_pretrained(sd_folder, torch_dtype=torch.bfloat16)
+        )
+    assert np.abs(image - reference).max() < 1 / 255

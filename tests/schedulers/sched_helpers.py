@@ -27,12 +27,21 @@ def make_pair(name: str, config: dict):
 
 
 def trajectory(
-    scheduler, n: int | None, seed: int | None = 0, step_kwargs=None, set_kwargs=None, use_global=False
+    scheduler,
+    n: int | None,
+    seed: int | None = 0,
+    step_kwargs=None,
+    set_kwargs=None,
+    use_global=False,
+    dtype=torch.float32,
 ):
-    """Run a full sampling loop; returns (timesteps, sigmas or None, init_noise_sigma, [x after each step])."""
+    """Run a full sampling loop; returns (timesteps, sigmas or None, init_noise_sigma, [x after each step]).
+
+    The sample (and so the model output) is in `dtype`.
+    """
     scheduler.set_timesteps(n, **(set_kwargs or {}))
     init_sigma = float(getattr(scheduler, "init_noise_sigma", 1.0))  # flow matching has none
-    x = torch.linspace(-1, 1, math.prod(SHAPE)).reshape(SHAPE) * init_sigma
+    x = (torch.linspace(-1, 1, math.prod(SHAPE)).reshape(SHAPE) * init_sigma).to(dtype)
     gen = None
     if use_global:
         torch.manual_seed(seed)

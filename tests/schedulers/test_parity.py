@@ -259,6 +259,25 @@ def test_trajectory_matches_diffusers(name, config, n, stochastic):
     assert_same_trajectory(name, config, n, seed=0 if stochastic else None)
 
 
+@pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
+@pytest.mark.parametrize("name", list(GRID))
+def test_half_precision_trajectory_equals_diffusers(name, dtype_name):
+    """With bf16 / fp16 samples every step rounds like diffusers' (bit for bit): pipelines in those
+    dtypes must give diffusers' images, and rounding differences grow over the steps."""
+    import torch
+
+    from schedulers.sched_helpers import make_pair, trajectory
+
+    dtype = getattr(torch, dtype_name)
+    config = {k: v for k, v in GRID[name][0].items() if k != "__mu__"}
+    ours, theirs = make_pair(name, config)
+    x_ours = trajectory(ours, 10, seed=0, dtype=dtype)[3]
+    x_theirs = trajectory(theirs, 10, seed=0, dtype=dtype)[3]
+    for i, (a, b) in enumerate(zip(x_ours, x_theirs, strict=True)):
+        assert a.dtype == b.dtype == dtype
+        assert torch.equal(a, b), f"{name} in {dtype_name}: step {i} differs by {(a - b).abs().max()}"
+
+
 CUSTOM_GRIDS = [
     ("DDPMScheduler", {"timesteps": [999, 800, 600, 400, 250, 100, 10]}),
     ("EulerDiscreteScheduler", {"timesteps": [999.0, 750.5, 500.0, 250.0, 3.0]}),
