@@ -66,6 +66,12 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
                 return internal[name]
             raise
 
+    def to(self, *args: Any, **kwargs: Any) -> Any:
+        """`nn.Module.to`; a dtype cast on the CPU goes tensor by tensor (see `runtime.pages.cast_in_place`)."""
+        from ..runtime.pages import cast_in_place
+
+        return self if cast_in_place(self, args, kwargs) else super().to(*args, **kwargs)
+
     # ------------------------------------------------------------------ properties
 
     @property

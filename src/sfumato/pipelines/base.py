@@ -98,8 +98,11 @@ class DiffusionPipeline(ConfigMixin):
         """
         if "fast" in args:
             args = tuple(fast_dtype(self.device) if a == "fast" else a for a in args)
+        from ..runtime.pages import cast_in_place
+
         for module in self._modules():
-            module.to(*args, **kwargs)
+            if not cast_in_place(module, args, kwargs):
+                module.to(*args, **kwargs)
         if self._execution_device.type != "cpu":
             from ..runtime.optimize import undo_cpu_layout
 
