@@ -7,19 +7,9 @@ import warnings
 import pytest
 import torch
 
+from fixtures.cpus import SAPPHIRE, ZEN3, ZEN5, fake_cpu
 from sfumato.runtime import cpu
 from sfumato.runtime.dtypes import SlowDtypeWarning, slow_dtype_message
-
-ZEN3 = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\n"
-ZEN5 = "model name\t: AMD EPYC 9B45\nflags\t\t: avx2 fma avx512f avx512_bf16 avx512_vnni\n"
-SAPPHIRE = "model name\t: Intel Xeon\nflags\t\t: avx2 avx512f avx512_fp16 amx_bf16 amx_tile\n"
-
-
-def fake_cpu(monkeypatch: pytest.MonkeyPatch, text: str) -> cpu.CpuInfo:
-    model, flags = cpu.parse_cpuinfo(text)
-    info = cpu.CpuInfo(model=model, flags=flags, capability="AVX512" if "avx512f" in flags else "AVX2")
-    monkeypatch.setattr(cpu, "cpu_info", lambda: info)
-    return info
 
 
 def test_parse_cpuinfo_reads_the_first_processor() -> None:

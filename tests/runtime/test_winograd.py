@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fixtures.cpus import ZEN3, ZEN5, fake_cpu
 from sfumato.runtime import winograd
 from sfumato.runtime.packing import PackedConv2d, pack_weights
 from sfumato.runtime.winograd import winograd_available, winograd_conv2d, winograd_suits
@@ -53,8 +54,10 @@ def test_bands_of_rows_give_the_numbers_of_one_call(
     assert sum(c[2] - 2 for c in nnpack_calls) == 2 * whole.shape[2]  # every output row once per sample
 
 
-def test_an_upsampler_fuses_the_enlargement_into_its_convolution(nnpack_calls) -> None:
+def test_an_upsampler_fuses_the_enlargement_into_its_convolution(nnpack_calls, monkeypatch) -> None:
     from sfumato.nn.resampling import Upsample2D
+
+    fake_cpu(monkeypatch, ZEN3)  # the AVX2 rule: Winograd from 64x64 maps on
 
     torch.manual_seed(0)
     up = Upsample2D(8)
@@ -66,22 +69,35 @@ def test_an_upsampler_fuses_the_enlargement_into_its_convolution(nnpack_calls) -
     assert nnpack_calls and all(c[3] == 80 for c in nnpack_calls)  # the enlarged width, band by band
 
 
-def test_the_shape_rule_follows_the_bench() -> None:
+def test_the_shape_rule_follows_the_bench_on_avx2(monkeypatch) -> None:
+    fake_cpu(monkeypatch, ZEN3)
     assert winograd_suits(128, 128, 512, 512) and winograd_suits(320, 320, 64, 64)
     assert winograd_suits(512, 512, 32, 32) and winograd_suits(640, 640, 32, 32)
     assert not winograd_suits(320, 320, 32, 32)  # a tie on the bench
     assert not winograd_suits(1280, 1280, 16, 16) and not winograd_suits(1280, 1280, 8, 8)
 
 
-def test_a_switched_conv_takes_winograd_on_large_maps_only(nnpack_calls) -> None:
+def test_the_shape_rule_follows_the_bench_on_avx512(monkeypatch) -> None:
+    """oneDNN's AVX-512 kernels beat NNPACK's AVX2 ones on SD1.5's UNet maps; the VAE's still go to Winograd."""
+    fake_cpu(monkeypatch, ZEN5)
+    assert winograd_suits(128, 128, 512, 512) and winograd_suits(256, 256, 128, 128)
+    assert winograd_suits(512, 512, 64, 64) and winograd_suits(320, 320, 128, 128)
+    assert not winograd_suits(320, 320, 64, 64) and not winograd_suits(640, 640, 32, 32)
+    assert not winograd_suits(512, 512, 32, 32)
+
+
+@pytest.mark.parametrize("machine", ["avx2", "avx512"])
+def test_a_switched_conv_takes_winograd_on_large_maps_only(nnpack_calls, monkeypatch, machine) -> None:
+    fake_cpu(monkeypatch, ZEN3 if machine == "avx2" else ZEN5)
+    large_side = 64 if machine == "avx2" else 128
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 16, 3, padding=1)
     switched = copy.deepcopy(conv)
     assert pack_weights(switched, "none", winograd=True) == 1 and type(switched) is PackedConv2d
     with torch.no_grad():
-        large, small = torch.randn(2, 16, 64, 64), torch.randn(2, 16, 16, 16)
+        large, small = torch.randn(2, 16, large_side, large_side), torch.randn(2, 16, 32, 32)
         assert relative_difference(switched(large), conv(large)) < 1e-4
-        assert nnpack_calls == [(1, 16, 64, 64), (1, 16, 64, 64)]  # one call per sample
+        assert nnpack_calls == [(1, 16, large_side, large_side)] * 2  # one call per sample
         assert relative_difference(switched(small), conv(small)) < 1e-5
     assert len(nnpack_calls) == 2
 
@@ -97,6 +113,7 @@ def test_only_3x3_stride_1_convolutions_are_switched_for_winograd() -> None:
 def test_autograd_other_dtypes_and_a_changed_thread_count_take_the_direct_path(
     nnpack_calls, monkeypatch
 ) -> None:
+    fake_cpu(monkeypatch, ZEN3)  # the AVX2 rule: Winograd from 64x64 maps on
     conv = nn.Conv2d(8, 8, 3, padding=1)
     pack_weights(conv, "none", winograd=True)
     x = torch.randn(1, 8, 64, 64, requires_grad=True)

@@ -25,6 +25,8 @@ import platform
 import torch
 import torch.nn.functional as F
 
+from . import cpu
+
 _pool_threads: int | None = None  # torch.get_num_threads() when this process first ran NNPACK
 
 # Input bytes per NNPACK call. NNPACK transforms a call's whole input and output at once: its
@@ -49,14 +51,22 @@ def winograd_available() -> bool:
 
 
 def winograd_suits(c_in: int, c_out: int, height: int, width: int) -> bool:
-    """Whether Winograd beats oneDNN for a 3x3, stride-1 float32 convolution of this shape.
+    """Whether Winograd beats oneDNN for a 3x3, stride-1 float32 convolution of this shape on this CPU.
 
-    From `bench/conv.py` on an AVX2 EPYC: Winograd took 0.3-0.5x oneDNN's time on maps of 64x64
-    and more at every channel count of SD1.5's UNet and VAE, and ~0.8x on 32x32 maps with 512-640
-    channels; it lost (1.2-2.7x) on 32x32 with 320 channels and on every smaller map, where the
-    weight transform redone on each call outweighs the product.
+    From `bench/conv.py`. NNPACK's kernels are AVX2 (256-bit) while oneDNN's direct ones use the
+    widest vectors the CPU has, so the answer depends on the ISA:
+    - AVX2 (EPYC Zen 3): Winograd took 0.3-0.5x oneDNN's time on maps of 64x64 and more at every
+      channel count of SD1.5's UNet and VAE, and ~0.8x on 32x32 maps with 512-640 channels; it lost
+      (1.2-2.7x) on 32x32 with 320 channels and on every smaller map, where the weight transform
+      redone on each call outweighs the product.
+    - AVX-512 (EPYC Zen 5, oneDNN ~2x faster there): Winograd won only on the VAE decoder's maps
+      (0.71-0.75x at 64x64 with 512 channels and at 128x128; 0.66-0.9x of NCHW oneDNN on the larger
+      ones) and on SDXL's 1024 px UNet maps (320 channels at 128x128 0.78x, 640 at 64x64 0.69x); it
+      lost on SD1.5's UNet at 512 px (320 channels at 64x64 1.0-1.3x, 640 at 32x32 1.6x).
     """
     area = height * width
+    if cpu.cpu_info().capability.startswith("AVX512"):
+        return area >= 128 * 128 or (area >= 64 * 64 and min(c_in, c_out) >= 512)
     return area >= 64 * 64 or (area >= 32 * 32 and min(c_in, c_out) >= 512)
 
 
