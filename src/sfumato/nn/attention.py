@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+AttentionKernel = Callable[[Tensor, Tensor, Tensor], "Tensor | None"]
 
-def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, bias: Tensor | None = None) -> Tensor:
+
+def multi_head_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    heads: int,
+    bias: Tensor | None = None,
+    kernel: AttentionKernel | None = None,
+) -> Tensor:
     """Scaled dot-product attention of (B, N, heads*d) queries on (B, M, heads*d) keys/values.
 
-    `bias` is an additive mask broadcastable to (B, heads, N, M), e.g. (B, 1, 1, M).
+    `bias` is an additive mask broadcastable to (B, heads, N, M), e.g. (B, 1, 1, M). `kernel(q, k, v)`
+    on (B, heads, N, d) tensors may compute an unmasked attention instead of SDPA (None: it does not
+    apply), e.g. `runtime.attention.chunked_attention`.
     """
     b = q.shape[0]
     q, k, v = (t.view(b, -1, heads, t.shape[-1] // heads).transpose(1, 2) for t in (q, k, v))  # (B, h, N, d)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    out = kernel(q, k, v) if kernel is not None and bias is None else None
+    if out is None:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     return out.transpose(1, 2).reshape(b, -1, heads * out.shape[-1])  # (B, N, h*d)
 
 
@@ -37,8 +51,11 @@ class Attention(nn.Module):
 
     The spatial form used by DDPM UNets and VAEs (`norm_num_groups` set, `residual_connection=True`)
     takes (B, C, H, W) maps: GroupNorm, attention over the H·W positions, then `+ x` and
-    `/ rescale_output_factor`.
+    `/ rescale_output_factor`. `kernel` (None: SDPA) is the attention computation, set by
+    `runtime.attention.use_chunked_attention` in the fast mode.
     """
+
+    kernel: AttentionKernel | None = None
 
     def __init__(
         self,
@@ -79,7 +96,9 @@ class Attention(nn.Module):
                 x = self.group_norm(x)
             x = x.transpose(1, 2)  # (B, HW, C)
         context = x if context is None else context
-        h = multi_head_attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads, bias)
+        h = multi_head_attention(
+            self.to_q(x), self.to_k(context), self.to_v(context), self.heads, bias, self.kernel
+        )
         h = self.to_out[1](self.to_out[0](h))
         if spatial:
             h = h.transpose(1, 2).reshape(b, c, height, width)
