@@ -13,7 +13,6 @@ uses the chunked kernel for bf16 self-attention only (at least `MIN_KEYS` keys):
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,17 +31,8 @@ SHAPES = [  # (batch, heads, queries, keys, channels per head)
 ]
 
 
-def best_ms(fn, repeats: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
-
-
 def main() -> None:
+    from conv import best_ms
     from sfumato.runtime.attention import attend_in_chunks
     from speed import cpu_line
 
@@ -58,9 +48,10 @@ def main() -> None:
                 q = (1.5 * torch.randn(b, h, n, d, generator=g)).to(dtype)
                 k, v = ((1.5 * torch.randn(b, h, m, d, generator=g)).to(dtype) for _ in range(2))
                 flops = 4 * b * h * n * m * d
-                sdpa = best_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
+                sdpa = best_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v), 3)
                 times = [
-                    best_ms(lambda q=q, k=k, v=v, c=c: attend_in_chunks(q, k, v, c)) for c in (256, 512, 1024)
+                    best_ms(lambda q=q, k=k, v=v, c=c: attend_in_chunks(q, k, v, c), 3)
+                    for c in (256, 512, 1024)
                 ]
                 reference = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
                 errors = [
