@@ -4,10 +4,11 @@
 
 - mode "exact" (results equal diffusers' within float tolerance), on CPU:
   - 3x3 convolutions on large maps through Winograd's algorithm (`runtime.winograd`, NNPACK's
-    F(6x6, 3x3), float32): the whole VAE decoder and the UNet's 64x64 and 32x32 maps at 512 px.
-    VAE decode 0.50x diffusers' time at 512 px and 0.54x at 256 px on an AVX2 EPYC; rounding
-    ~1e-5 of the output's scale instead of ~2e-6 (images equal within 1/255). `winograd=False`
-    keeps direct convolutions;
+    F(6x6, 3x3), float32), where it beats oneDNN on this CPU (`winograd_suits`): on AVX2 the whole
+    VAE decoder and the UNet's 64x64 and 32x32 maps at 512 px (VAE decode 0.50x diffusers' time at
+    512 px on an EPYC Zen 3); on AVX-512, where oneDNN's kernels are twice as fast and NNPACK's are
+    not, the VAE decoder's 64x64-and-larger maps only. Rounding ~1e-5 of the output's scale
+    instead of ~2e-6 (images equal within 1/255). `winograd=False` keeps direct convolutions;
   - the UNet's other convolution and linear weights packed once for oneDNN (`runtime.packing`)
     instead of reordered on every call: the 1280-channel 3x3 convolutions at 4x4 and 8x8 go from
     22-90 to ~155 GFLOP/s. Only weights used in place from memory-mapped files are packed (their
