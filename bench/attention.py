@@ -1,13 +1,14 @@
-"""Attention kernels on this CPU: torch's SDPA against the fast mode's chunked bf16 attention.
+"""Attention kernels on this CPU: torch's SDPA against `runtime.attention`'s head-by-head chunks.
 
-    python bench/attention.py          # SD1.5 / SDXL / VAE attention shapes, bf16 and fp32, ~1 min
+    python bench/attention.py          # SD1.5 / SDXL / VAE attention shapes, bf16 and fp32, ~2 min
 
-Prints, per shape (batch, heads, queries, keys, channels per head), the best of 3 in ms for SDPA and
-for `runtime.attention.chunked_attention`'s method (one head and a chunk of queries at a time: two
-GEMMs and a softmax), at several query chunk sizes, with the effective GFLOP/s of the best and each
-kernel's largest difference from a float64 attention relative to the output's scale. The fast mode
-uses the chunked kernel for bf16 self-attention only (at least `MIN_KEYS` keys): in float32 and on
-77 keys it does not win.
+Prints, per shape (batch, heads, queries, keys, channels per head), the best of 3 in ms of SDPA and
+of `attend_in_chunks` (one head and a chunk of queries at a time: two GEMMs and a softmax) with
+`torch.mm` at query chunks of 256 / 512 / 1024 and with oneDNN-packed keys and values at 512, the
+effective GFLOP/s of the fastest, and each kernel's largest difference from a float64 attention
+relative to the output's scale. The exact mode uses the packed kernel for float32 from
+`EXACT_MIN_KEYS` keys on (AVX-512 CPUs); the fast mode adds `torch.mm` chunks for bf16 from
+`FAST_MIN_KEYS` on.
 """
 
 from __future__ import annotations
@@ -38,30 +39,37 @@ def main() -> None:
 
     print(cpu_line())
     print(
-        "\n| dtype | shape B×heads×N×M×d | SDPA ms | chunked ms (256 / 512 / 1024) | best GFLOP/s | error SDPA / chunked |"
+        "\n| dtype | shape B×heads×N×M×d | SDPA ms | mm chunks ms (256 / 512 / 1024) | packed ms "
+        "| best GFLOP/s | error SDPA / mm / packed |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for dtype in (torch.bfloat16, torch.float32):
             for b, h, n, m, d in SHAPES:
                 q = (1.5 * torch.randn(b, h, n, d, generator=g)).to(dtype)
                 k, v = ((1.5 * torch.randn(b, h, m, d, generator=g)).to(dtype) for _ in range(2))
-                flops = 4 * b * h * n * m * d
-                sdpa = best_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v), 3)
-                times = [
-                    best_ms(lambda q=q, k=k, v=v, c=c: attend_in_chunks(q, k, v, c), 3)
-                    for c in (256, 512, 1024)
-                ]
+                kernels = {
+                    "sdpa": lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v),
+                    **{
+                        f"mm{c}": lambda q=q, k=k, v=v, c=c: attend_in_chunks(q, k, v, c)
+                        for c in (256, 512, 1024)
+                    },
+                    "packed": lambda q=q, k=k, v=v: attend_in_chunks(q, k, v, packed=True),
+                }
+                ms = {name: best_ms(fn, 3) for name, fn in kernels.items()}
                 reference = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
                 errors = [
-                    float((out.double() - reference).abs().max() / reference.abs().max())
-                    for out in (F.scaled_dot_product_attention(q, k, v), attend_in_chunks(q, k, v))
+                    float((kernels[name]().double() - reference).abs().max() / reference.abs().max())
+                    for name in ("sdpa", "mm512", "packed")
                 ]
+                flops = 4 * b * h * n * m * d
                 print(
-                    f"| {str(dtype).removeprefix('torch.')} | {b}×{h}×{n}×{m}×{d} | {sdpa:.0f} | "
-                    + " / ".join(f"{t:.0f}" for t in times)
-                    + f" | {flops / min(sdpa, *times) / 1e6:.0f} | {errors[0]:.1e} / {errors[1]:.1e} |",
+                    f"| {str(dtype).removeprefix('torch.')} | {b}×{h}×{n}×{m}×{d} | {ms['sdpa']:.0f} | "
+                    + " / ".join(f"{ms[f'mm{c}']:.0f}" for c in (256, 512, 1024))
+                    + f" | {ms['packed']:.0f} | {flops / min(ms.values()) / 1e6:.0f} | "
+                    + " / ".join(f"{e:.1e}" for e in errors)
+                    + " |",
                     flush=True,
                 )
 

@@ -1,4 +1,4 @@
-"""The fast mode's chunked bf16 self-attention: close to exact attention, used only where it applies."""
+"""runtime.attention: the CPU attention kernels are close to exact attention and run only where they apply."""
 
 from __future__ import annotations
 
@@ -7,23 +7,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fixtures.cpus import ZEN5, fake_cpu
+from fixtures.cpus import ZEN3, ZEN5, fake_cpu
 from sfumato.runtime import attention
-from sfumato.runtime.attention import chunked_attention
+from sfumato.runtime.attention import exact_attention, fast_attention
+from sfumato.runtime.packing import mkldnn_packing_available
 
 
 def relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:
     return float((out.double() - reference).abs().max() / reference.abs().max())
 
 
-@pytest.mark.parametrize(("n", "m", "heads", "d"), [(600, 600, 2, 40), (1100, 300, 1, 64)])
-def test_matches_float64_attention_to_bf16_rounding(n: int, m: int, heads: int, d: int) -> None:
+def qkv(n: int, m: int, heads: int, d: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
-    q = (1.5 * torch.randn(2, heads, n, d, generator=g)).bfloat16()  # scores of a few units, as in UNets
-    k, v = ((1.5 * torch.randn(2, heads, m, d, generator=g)).bfloat16() for _ in range(2))
+    q = (1.5 * torch.randn(2, heads, n, d, generator=g)).to(dtype)  # scores of a few units, as in UNets
+    return q, *((1.5 * torch.randn(2, heads, m, d, generator=g)).to(dtype) for _ in range(2))
+
+
+@pytest.mark.parametrize(("n", "m", "heads", "d"), [(600, 600, 2, 40), (1100, 300, 1, 64)])
+def test_fast_bf16_attention_matches_float64_to_bf16_rounding(n: int, m: int, heads: int, d: int) -> None:
+    q, k, v = qkv(n, m, heads, d, torch.bfloat16)
     reference = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
     with torch.no_grad():
-        out = chunked_attention(q, k, v)  # several query chunks, the last one short
+        out = fast_attention(q, k, v)  # several query chunks, the last one short
     assert out is not None and out.dtype == torch.bfloat16 and out.shape == reference.shape
     assert relative_error(out, reference) < 3e-2  # bf16 scores; SDPA's own bf16 error is ~3e-3
     assert relative_error(out, reference) < 10 * relative_error(
@@ -31,14 +36,32 @@ def test_matches_float64_attention_to_bf16_rounding(n: int, m: int, heads: int, 
     )
 
 
-def test_leaves_what_it_does_not_speed_up_to_sdpa() -> None:
-    q = torch.randn(1, 2, 300, 8)
-    short = torch.randn(1, 2, 77, 8)
+@pytest.mark.skipif(not mkldnn_packing_available(), reason="needs torch's oneDNN packed-weight ops (x86)")
+def test_exact_float32_attention_equals_sdpa_within_float_rounding(monkeypatch) -> None:
+    fake_cpu(monkeypatch, ZEN5)  # chosen on AVX-512 only; the oneDNN kernels run on any x86
+    q, k, v = qkv(2100, 2100, 2, 40, torch.float32)  # over EXACT_MIN_KEYS, a short last chunk
     with torch.no_grad():
-        assert chunked_attention(q, q, q) is None  # float32: SDPA is faster and exact
-        assert chunked_attention(q.bfloat16(), short.bfloat16(), short.bfloat16()) is None  # cross-attention
+        out, sdpa = exact_attention(q, k, v), F.scaled_dot_product_attention(q, k, v)
+        assert out is not None and fast_attention(q, k, v) is not None
+    reference = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    assert relative_error(out, reference) < 1e-5 and relative_error(sdpa, reference) < 1e-5
+    assert relative_error(out, sdpa.double()) < 1e-5
+
+
+def test_what_is_not_faster_stays_on_sdpa(monkeypatch) -> None:
+    fake_cpu(monkeypatch, ZEN5)
+    q, k, v = qkv(300, 300, 1, 8, torch.float32)
+    with torch.no_grad():
+        assert exact_attention(q, k, v) is None and fast_attention(q, k, v) is None  # fp32 below 2048 keys
+        assert exact_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()) is None  # bf16 rounding: not exact
+        short = k[:, :, :77].bfloat16()
+        assert fast_attention(q.bfloat16(), short, short) is None  # cross-attention on a prompt
     x = q.bfloat16().requires_grad_()
-    assert chunked_attention(x, x, x) is None  # autograd
+    assert fast_attention(x, x, x) is None  # autograd
+    fake_cpu(monkeypatch, ZEN3)
+    q, k, v = qkv(2100, 2100, 1, 8, torch.float32)
+    with torch.no_grad():
+        assert exact_attention(q, k, v) is None  # measured on AVX-512 only
 
 
 def test_a_mask_always_takes_sdpa() -> None:
@@ -52,21 +75,18 @@ def test_a_mask_always_takes_sdpa() -> None:
     assert calls == [] and out.shape == x.shape
 
 
-def test_fast_mode_uses_it_on_bf16_cpus_and_the_exact_mode_does_not(sd_folder, monkeypatch) -> None:
+def test_fast_mode_uses_bf16_chunks_and_the_exact_mode_does_not(sd_folder, monkeypatch) -> None:
     import warnings
 
     import sfumato
     from sfumato.nn.attention import Attention
 
     fake_cpu(monkeypatch, ZEN5)  # fast dtype bfloat16 (slow kernels on an AVX2 host: a tiny model)
-    calls = []
-
-    def spy(q, k, v):
-        out = chunked_attention(q, k, v)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(attention, "chunked_attention", spy)
+    chunked = []
+    original = attention.attend_in_chunks
+    monkeypatch.setattr(
+        attention, "attend_in_chunks", lambda *a, **kw: chunked.append(a[0].dtype) or original(*a, **kw)
+    )
 
     def generate(pipe) -> np.ndarray:
         pipe.set_progress_bar_config(disable=True)
@@ -76,15 +96,19 @@ def test_fast_mode_uses_it_on_bf16_cpus_and_the_exact_mode_does_not(sd_folder, m
         ).images
 
     exact_pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder)
-    assert all(m.kernel is None for m in exact_pipe.unet.modules() if isinstance(m, Attention))
+    kernels = {m.kernel for m in exact_pipe.unet.modules() if isinstance(m, Attention)}
+    assert kernels == {exact_attention}
     exact = generate(exact_pipe)
-    assert calls == []
+    assert chunked == []  # 256 tokens at most at 256 px: below EXACT_MIN_KEYS
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bf16 on a host without it, if so
         fast_pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder).optimize("fast")
         fast = generate(fast_pipe)
     assert fast_pipe.unet.dtype == torch.bfloat16
-    assert any(calls)  # the UNet's 256-token self-attention at 256 px
+    assert chunked and set(chunked) == {torch.bfloat16}  # the UNet's 256-token self-attention
     assert np.abs(fast - exact).mean() < 0.02
     fast_pipe.optimize("exact")
-    assert all(m.kernel is None for m in fast_pipe.unet.modules() if isinstance(m, Attention))
+    assert {m.kernel for m in fast_pipe.unet.modules() if isinstance(m, Attention)} == {exact_attention}
+    fast_pipe.to("meta")  # any device but the CPU: SDPA everywhere
+    fast_pipe.optimize()
+    assert {m.kernel for m in fast_pipe.unet.modules() if isinstance(m, Attention)} == {None}

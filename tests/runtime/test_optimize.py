@@ -163,3 +163,21 @@ def test_exact_mode_in_bfloat16_equals_diffusers(sd_folder) -> None:
             sfumato.StableDiffusionPipeline.from_pretrained(sd_folder, torch_dtype=torch.bfloat16)
         )
     assert np.abs(image - reference).max() < 1 / 255
+
+
+@pytest.mark.skipif(not mkldnn_packing_available(), reason="needs torch's oneDNN packed-weight ops (x86)")
+def test_exact_mode_with_long_attention_equals_diffusers(sd_folder, monkeypatch) -> None:
+    """768 px: the tiny UNet's attention runs over 48x48 = 2304 tokens, oneDNN's chunks on AVX-512."""
+    import diffusers
+
+    import sfumato
+    from sfumato.runtime import attention
+
+    fake_cpu(monkeypatch, ZEN5)
+    used = []
+    original = attention.attend_in_chunks
+    monkeypatch.setattr(attention, "attend_in_chunks", lambda *a, **kw: used.append(kw) or original(*a, **kw))
+    reference = generate(diffusers.StableDiffusionPipeline.from_pretrained(sd_folder), 768)
+    image = generate(sfumato.StableDiffusionPipeline.from_pretrained(sd_folder), 768)
+    assert used and all(kw == {"packed": True} for kw in used)
+    assert np.abs(image - reference).max() < 1 / 255

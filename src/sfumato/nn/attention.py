@@ -23,7 +23,7 @@ def multi_head_attention(
 
     `bias` is an additive mask broadcastable to (B, heads, N, M), e.g. (B, 1, 1, M). `kernel(q, k, v)`
     on (B, heads, N, d) tensors may compute an unmasked attention instead of SDPA (None: it does not
-    apply), e.g. `runtime.attention.chunked_attention`.
+    apply), e.g. `runtime.attention.fast_attention`.
     """
     b = q.shape[0]
     q, k, v = (t.view(b, -1, heads, t.shape[-1] // heads).transpose(1, 2) for t in (q, k, v))  # (B, h, N, d)
@@ -52,7 +52,7 @@ class Attention(nn.Module):
     The spatial form used by DDPM UNets and VAEs (`norm_num_groups` set, `residual_connection=True`)
     takes (B, C, H, W) maps: GroupNorm, attention over the H·W positions, then `+ x` and
     `/ rescale_output_factor`. `kernel` (None: SDPA) is the attention computation, set by
-    `runtime.attention.use_chunked_attention` in the fast mode.
+    `runtime.attention.use_cpu_attention` (`pipe.optimize()`).
     """
 
     kernel: AttentionKernel | None = None

@@ -1,67 +1,108 @@
-"""Self-attention over long token sequences in bfloat16 on CPUs with native bf16 (the fast mode).
+"""Self-attention over long token sequences on the CPU: one head and 512 queries at a time through GEMMs.
 
-torch's CPU `scaled_dot_product_attention` runs bf16 attention at ~130 GFLOP/s on an EPYC Zen 5,
-where its bf16 GEMMs reach 700-800: at 512 px attention is half of a bf16 SD1.5 UNet call. Here the
-scores of one head and 512 queries at a time (4 MiB for 4096 keys, held in cache) go through two
-oneDNN GEMMs and a softmax: 2.2-2.5x faster at 256-4096 tokens (40-512 channels per head), 4x on
-the VAE's single-head attention (`bench/attention.py`).
+torch's CPU `scaled_dot_product_attention` (a flash kernel) runs at ~100-140 GFLOP/s on an EPYC
+Zen 5 in float32 and in bfloat16 alike, where oneDNN's GEMMs reach ~300 and ~750: at 512 px,
+attention is a third of an SD1.5 UNet call in float32 and half of it in bf16. Here the scores of one
+head and 512 queries (8 MiB for 4096 keys in float32, held in cache) go through two GEMMs and a
+softmax (`bench/attention.py`):
 
-The price is rounding: the scores are rounded to bf16 before the softmax (SDPA keeps them in float32),
-so one attention differs from float64 by ~1e-2 of its output's scale instead of ~3e-3. In a bf16
-UNet that is below the error of the bf16 weights themselves: a whole SD1.5 UNet call at 512 px is
-1.2e-2 off float32 with either kernel. Hence fast mode only; the exact mode keeps SDPA.
+- `exact_attention`, float32 on AVX-512 CPUs: the keys and values of each head packed once for
+  oneDNN (torch's float32 `mm` goes to MKL, 2x slower than oneDNN on that AMD CPU). 0.6-0.7x
+  SDPA's time at 4096 tokens, 0.5x on the VAE's single head; rounding ~1.5e-6 of the output's
+  scale, as SDPA's, so the exact mode uses it. At 1024 tokens it only ties, below that it loses: those
+  stay on SDPA (`EXACT_MIN_KEYS`). Not measured on AVX2 CPUs, which keep SDPA.
+- `fast_attention` adds bfloat16 (`torch.mm` reaches oneDNN's bf16 kernels as it is): 2.2-2.5x
+  faster than SDPA from 256 tokens on, 4x on the VAE's. The scores are rounded to bf16 before the
+  softmax (SDPA keeps them in float32), so one attention is ~1e-2 off float64 instead of ~3e-3; in a
+  bf16 UNet that is below the error of the bf16 weights themselves (a whole SD1.5 UNet call at
+  512 px is 1.1-1.2e-2 off float32 with either kernel). Hence the fast mode only.
 
-Cross-attention on a text's 77 tokens is left to SDPA (no faster here), as are masks, autograd,
-other dtypes and devices, and graphs traced by torch.compile.
+Cross-attention on a text's 77 tokens stays on SDPA (no faster here), as do masks, autograd, other
+dtypes and devices, and graphs traced by torch.compile.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
-QUERY_CHUNK = 512  # 512 x 4096 bf16 scores: 4 MiB, in cache; 256 and 1024 were 5-10% slower
-MIN_KEYS = 256  # at 77 keys (cross-attention) SDPA is as fast or faster
+from . import cpu
+
+QUERY_CHUNK = 512  # 512 x 4096 scores in cache; chunks of 256 and 1024 were 5-20% slower
+FAST_MIN_KEYS = 256  # bf16: faster than SDPA from 256 keys on; at 77 (cross-attention) no faster
+EXACT_MIN_KEYS = 2048  # float32: a tie at 1024 keys, slower at 256
 
 
-def chunked_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
-    """softmax(q k^T / sqrt(d)) v for (B, heads, N, d) tensors, head by head and in chunks of queries.
+def _applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    return (
+        q.device.type == "cpu"
+        and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
+        and not torch.compiler.is_compiling()
+    )
 
-    Returns None where this kernel does not apply (see the module docstring): the caller runs SDPA.
-    """
+
+def exact_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
+    """softmax(q k^T / sqrt(d)) v for (B, heads, N, d) float32 tensors on AVX-512 CPUs; None elsewhere
+    (the caller then runs SDPA). Equal to SDPA within float rounding."""
+    from .packing import mkldnn_packing_available
+
     if (
-        q.dtype != torch.bfloat16
-        or q.device.type != "cpu"
-        or k.shape[2] < MIN_KEYS
-        or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
-        or torch.compiler.is_compiling()
+        q.dtype != torch.float32
+        or k.shape[2] < EXACT_MIN_KEYS
+        or not cpu.cpu_info().capability.startswith("AVX512")
+        or not mkldnn_packing_available()
+        or not _applies(q, k, v)
     ):
         return None
-    return attend_in_chunks(q, k, v)
+    return attend_in_chunks(q, k, v, packed=True)
 
 
-def attend_in_chunks(q: Tensor, k: Tensor, v: Tensor, chunk: int = QUERY_CHUNK) -> Tensor:
-    """The computation of `chunked_attention`, in any dtype, without its checks (for bench/attention.py)."""
+def fast_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
+    """`exact_attention`, and bfloat16 attention with bf16 scores from `FAST_MIN_KEYS` keys on."""
+    if q.dtype == torch.bfloat16 and k.shape[2] >= FAST_MIN_KEYS and _applies(q, k, v):
+        return attend_in_chunks(q, k, v)
+    return exact_attention(q, k, v)
+
+
+def attend_in_chunks(
+    q: Tensor, k: Tensor, v: Tensor, chunk: int = QUERY_CHUNK, packed: bool = False
+) -> Tensor:
+    """The computation of both kernels, without their checks (also for bench/attention.py).
+
+    `packed`: each head's keys and values packed for oneDNN's linear kernel (`torch.mm` otherwise).
+    """
     b, heads, n, d = q.shape
     m = k.shape[2]
-    q = (q * d**-0.5).reshape(b * heads, n, d)  # scaled once, as SDPA does before its product
+    q = (q * d**-0.5).reshape(b * heads, n, d)  # scaled once, before the product
     k, v = k.reshape(b * heads, m, d), v.reshape(b * heads, m, v.shape[-1])
     out = q.new_empty(b * heads, n, v.shape[-1])
     for h in range(b * heads):
-        keys_t = k[h].t()
+        if packed:  # scores = q @ keys^T is a linear layer whose weight is the keys
+            keys = torch.ops.mkldnn._reorder_linear_weight(k[h], chunk)
+            values_t = torch.ops.mkldnn._reorder_linear_weight(v[h].t().contiguous(), chunk)
+        else:
+            keys_t = k[h].t()
         for start in range(0, n, chunk):
-            scores = torch.mm(q[h, start : start + chunk], keys_t)
-            torch.mm(torch.softmax(scores, dim=-1), v[h], out=out[h, start : start + chunk])
+            rows = slice(start, start + chunk)
+            if packed:
+                scores = torch.ops.mkldnn._linear_pointwise(q[h, rows], keys, None, "none", [], "")
+                probs = torch.softmax(scores, dim=-1)
+                out[h, rows] = torch.ops.mkldnn._linear_pointwise(probs, values_t, None, "none", [], "")
+            else:
+                torch.mm(torch.softmax(torch.mm(q[h, rows], keys_t), dim=-1), v[h], out=out[h, rows])
     return out.view(b, heads, n, -1)
 
 
-def use_chunked_attention(module: nn.Module, enabled: bool = True) -> int:
-    """Let every sfumato `Attention` in `module` use `chunked_attention` (or SDPA again); returns how many."""
+def use_cpu_attention(module: nn.Module, mode: Literal["exact", "fast"] | None) -> int:
+    """Give every sfumato `Attention` in `module` this mode's kernel (None: SDPA only); returns how many."""
     from ..nn.attention import Attention
 
+    kernel = {"exact": exact_attention, "fast": fast_attention, None: None}[mode]
     count = 0
     for child in module.modules():
         if isinstance(child, Attention):
-            child.kernel = chunked_attention if enabled else None
+            child.kernel = kernel
             count += 1
     return count

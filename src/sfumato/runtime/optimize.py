@@ -15,13 +15,16 @@
     pages are given back), so resident memory does not grow. The first call pays for the packing
     (~6 s for SD1.5's UNet on 2 cores), which is repaid from the third UNet call on;
   - where torch has no NNPACK, the VAE's convolution weights in channels-last layout instead,
-    where oneDNN's 3x3 kernels run faster on its large maps.
+    where oneDNN's 3x3 kernels run faster on its large maps;
+  - on AVX-512 CPUs, float32 self-attention over 2048 tokens and more head by head through
+    oneDNN's GEMMs (`runtime.attention.exact_attention`): 0.6-0.7x SDPA's time, same rounding.
   SD1.5 end to end: 0.59x diffusers' time at 256 px, 0.74x at 512 px (AVX2 EPYC, bench/README.md).
 - mode "fast" (tiny numeric differences accepted): also the fastest compute dtype for the device,
   bfloat16 on CPUs with native bf16 (avx512_bf16 / AMX), float32 elsewhere, float16 on CUDA; the
   cast weights are packed too, at the cost of a second copy of the UNet's weights; bf16
-  self-attention in chunks of queries through oneDNN's GEMMs (`runtime.attention`, 2.2-2.5x faster
-  than SDPA on the EPYC Zen 5; its rounding stays below that of the bf16 weights).
+  self-attention from 256 tokens on in chunks of queries through oneDNN's GEMMs
+  (`runtime.attention.fast_attention`, 2.2-2.5x faster than SDPA on an EPYC Zen 5; its rounding
+  stays below that of the bf16 weights).
 - `compile=True`: the UNet through `torch.compile` with frozen weights (inductor), which packs
   weights itself (so `packing` is undone). The first call compiles: 154 s for SD1.5 on 2 cores of
   an AVX2 EPYC, 85 s on an AVX-512 one; inductor caches the result on disk
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from .attention import use_chunked_attention
+from .attention import use_cpu_attention
 from .cpu import fast_dtype
 from .packing import Policy, pack_weights, unpack_weights
 from .pages import drop_pages, file_mappings
@@ -73,8 +76,8 @@ def optimize(
     device = pipe._execution_device
     if mode == "fast":
         pipe.to(fast_dtype(device))
-    for module in pipe._modules():  # bf16 only, so on CPUs with native bf16 (see runtime.attention)
-        use_chunked_attention(module, enabled=mode == "fast" and device.type == "cpu")
+    for module in pipe._modules():
+        use_cpu_attention(module, mode if device.type == "cpu" else None)
     if device.type == "cpu":
         vae, unet = getattr(pipe, "vae", None), getattr(pipe, "unet", None)
         policy: Policy = "all" if mode == "fast" else "neutral"
