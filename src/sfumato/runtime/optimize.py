@@ -7,15 +7,17 @@
     F(6x6, 3x3), float32), where it beats oneDNN on this CPU (`winograd_suits`): on AVX2 the whole
     VAE decoder and the UNet's 64x64 and 32x32 maps at 512 px (VAE decode 0.50x diffusers' time at
     512 px on an EPYC Zen 3); on AVX-512, where oneDNN's kernels are twice as fast and NNPACK's are
-    not, the VAE decoder's 64x64-and-larger maps only. Rounding ~1e-5 of the output's scale
-    instead of ~2e-6 (images equal within 1/255). `winograd=False` keeps direct convolutions;
+    not, only the UNet's maps of 128x128 (SDXL at 1024 px) and those of 64x64 with 512 channels or
+    more. Rounding ~1e-5 of the output's scale instead of ~2e-6 (images equal within 1/255).
+    `winograd=False` keeps direct convolutions;
   - the UNet's other convolution and linear weights packed once for oneDNN (`runtime.packing`)
     instead of reordered on every call: the 1280-channel 3x3 convolutions at 4x4 and 8x8 go from
     22-90 to ~155 GFLOP/s. Only weights used in place from memory-mapped files are packed (their
     pages are given back), so resident memory does not grow. The first call pays for the packing
     (~6 s for SD1.5's UNet on 2 cores), which is repaid from the third UNet call on;
-  - where torch has no NNPACK, the VAE's convolution weights in channels-last layout instead,
-    where oneDNN's 3x3 kernels run faster on its large maps;
+  - on AVX-512 CPUs, or where torch has no NNPACK, the VAE's convolution weights in channels-last
+    layout instead, where oneDNN's 3x3 kernels run faster on its large maps (0.78x of NCHW at
+    256 px on an EPYC Zen 5);
   - on AVX-512 CPUs, float32 self-attention over 2048 tokens and more head by head through
     oneDNN's GEMMs (`runtime.attention.exact_attention`): 0.6-0.7x SDPA's time, same rounding.
   SD1.5 end to end: 0.59x diffusers' time at 256 px, 0.74x at 512 px (AVX2 EPYC, bench/README.md).
@@ -43,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from . import cpu
 from .attention import use_cpu_attention
 from .cpu import fast_dtype
 from .packing import Policy, pack_weights, unpack_weights
@@ -83,8 +86,14 @@ def optimize(
         policy: Policy = "all" if mode == "fast" else "neutral"
         winograd = winograd and winograd_available()
         if isinstance(vae, torch.nn.Module):
-            if winograd:  # Winograd takes NCHW; it beats channels-last oneDNN 2-3x on the VAE's maps
-                pack_weights(vae, policy, winograd=True)
+            # Winograd takes NCHW. On AVX2 it beats channels-last oneDNN 2-3x on the VAE's maps; on
+            # AVX-512 oneDNN's wider kernels win at 256 px (1.6 s against 1.75) and tie at 512 px
+            # with 0.2 GiB less memory (EPYC Zen 5), so a float32 VAE goes channels-last there.
+            # Other dtypes stay NCHW: channels-last bf16 rounds differently from diffusers' (3/255),
+            # and the fast mode's packed bf16 kernels are NCHW (faster than channels-last, measured)
+            vae_winograd = winograd and not cpu.cpu_info().capability.startswith("AVX512")
+            if vae_winograd or vae.dtype != torch.float32:
+                pack_weights(vae, policy, winograd=vae_winograd)
             else:
                 _to_channels_last(vae)
                 object.__setattr__(pipe, "_cpu_layout", True)
