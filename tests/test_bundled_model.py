@@ -47,3 +47,23 @@ def test_diffusers_loads_it_and_draws_the_same_image() -> None:
         )
         images.append(np.asarray(result.images[0]))
     assert np.abs(images[0] - images[1]).max() < 2 / 255
+
+
+def test_it_loads_our_text_encoder_and_draws_what_transformers_encoder_drew() -> None:
+    import transformers
+
+    import sfumato
+
+    folder = bundled_model()
+    ours = sfumato.DiffusionPipeline.from_pretrained(folder)
+    assert type(ours.text_encoder) is sfumato.CLIPTextModel
+    encoder = transformers.CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32)
+    before = sfumato.DiffusionPipeline.from_pretrained(folder, text_encoder=encoder.eval())
+    images = []
+    for pipe in (ours, before):
+        pipe.set_progress_bar_config(disable=True)
+        result = pipe(
+            PROMPT, num_inference_steps=10, generator=torch.Generator().manual_seed(0), output_type="np"
+        )
+        images.append(np.asarray(result.images[0]))
+    assert np.abs(images[0] - images[1]).max() < 1e-5

@@ -5,6 +5,12 @@
 its pipeline sub-packages as the library (`["stable_diffusion", "StableDiffusionSafetyChecker"]`);
 those resolve to sfumato's class of that name when there is one. We never import a module just
 because a file names it. Saving writes our classes as `"diffusers"` so diffusers can read the folder.
+
+sfumato implements a few transformers classes itself (`TRANSFORMERS_IMPLEMENTED`: the CLIP text
+encoders), so loading a Stable Diffusion folder does not import transformers' modeling code (1.3 s);
+their folders and `model_index.json` entries stay transformers'. To use transformers' class
+instead, pass the loaded object: `from_pretrained(path, text_encoder=transformers.CLIPTextModel.
+from_pretrained(path, subfolder="text_encoder"))`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ TRANSFORMERS_RENAMES = {
     "CLIPFeatureExtractor": "CLIPImageProcessor",
     "DPTFeatureExtractor": "DPTImageProcessor",
 }
+
+# transformers classes that resolve to sfumato's own implementation (same weights, same outputs)
+TRANSFORMERS_IMPLEMENTED = frozenset({"CLIPTextModel", "CLIPTextModelWithProjection"})
 
 # diffusers pipeline sub-packages that appear as `library` in real model_index.json files
 PIPELINE_SUBPACKAGES = frozenset(
@@ -96,6 +105,8 @@ def resolve(library: str | None, class_name: str | None, component: str = "?") -
             "component %r (%s.%s): %s", component, library, class_name, IGNORED[library, class_name]
         )
         return None
+    if library == "transformers" and class_name in TRANSFORMERS_IMPLEMENTED:
+        return _ours(class_name)
     if library == "transformers":
         return _transformers_class(class_name, component)
     if library in OUR_LIBRARIES or library in PIPELINE_SUBPACKAGES:
@@ -117,8 +128,9 @@ def entry_for(obj: Any) -> list[str | None]:
         return [None, None]
     cls = type(obj)
     top = cls.__module__.split(".", 1)[0]
-    library = "diffusers" if top in OUR_LIBRARIES else top
-    return [library, cls.__name__]
+    if top in OUR_LIBRARIES:  # our versions of transformers classes say so (`index_library`)
+        return [getattr(cls, "index_library", "diffusers"), cls.__name__]
+    return [top, cls.__name__]
 
 
 # --------------------------------------------------------------------------- loading components

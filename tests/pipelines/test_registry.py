@@ -16,8 +16,16 @@ def test_our_classes_for_diffusers_and_sfumato_entries():
 def test_transformers_classes_and_renames():
     import transformers
 
-    assert registry.resolve("transformers", "CLIPTextModel") is transformers.CLIPTextModel
+    assert registry.resolve("transformers", "CLIPTokenizer") is transformers.CLIPTokenizer
     assert registry.resolve("transformers", "CLIPFeatureExtractor") is transformers.CLIPImageProcessor
+
+
+def test_clip_text_encoders_resolve_to_ours():
+    import sfumato
+
+    for name in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+        cls = registry.resolve("transformers", name, "text_encoder")
+        assert cls is getattr(sfumato, name) and cls.__module__.startswith("sfumato.")
 
 
 def test_safety_checker_is_accepted_and_ignored(caplog):
@@ -49,6 +57,7 @@ def test_unknown_entries_are_clear_errors(entry, match):
 def test_entry_for_objects():
     import transformers
 
+    import sfumato
     from sfumato.schedulers import DDIMScheduler
 
     assert registry.entry_for(None) == [None, None]
@@ -57,6 +66,13 @@ def test_entry_for_objects():
         hidden_size=8, intermediate_size=8, num_attention_heads=2, num_hidden_layers=1
     )
     assert registry.entry_for(transformers.CLIPTextModel(config)) == ["transformers", "CLIPTextModel"]
+    small = dict(
+        hidden_size=8, intermediate_size=8, num_attention_heads=2, num_hidden_layers=1, vocab_size=10
+    )
+    # ours are written as transformers' classes, so diffusers loads saved pipelines
+    assert registry.entry_for(sfumato.CLIPTextModel(**small)) == ["transformers", "CLIPTextModel"]
+    projection = sfumato.CLIPTextModelWithProjection(**small)
+    assert registry.entry_for(projection) == ["transformers", "CLIPTextModelWithProjection"]
 
 
 def test_hub_selector_picks_one_weight_set():

@@ -1,4 +1,4 @@
-"""Models (`UNet2DConditionModel`, `UNet2DModel`, `AutoencoderKL`), imported on first use."""
+"""Models (`UNet2DConditionModel`, `UNet2DModel`, `AutoencoderKL`, `CLIPTextModel`), imported on first use."""
 
 from __future__ import annotations
 

@@ -10,4 +10,8 @@ NAMES: dict[str, str] = {
     "AutoencoderKLOutput": "sfumato.models.outputs",
     "DecoderOutput": "sfumato.models.outputs",
     "DiagonalGaussianDistribution": "sfumato.models.distributions",
+    "CLIPTextModel": "sfumato.models.clip_text",
+    "CLIPTextModelWithProjection": "sfumato.models.clip_text",
+    "BaseModelOutputWithPooling": "sfumato.models.outputs",
+    "CLIPTextModelOutput": "sfumato.models.outputs",
 }

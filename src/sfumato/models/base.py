@@ -284,6 +284,10 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
 
     # ------------------------------------------------------------------ saving
 
+    def _checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors `save_pretrained` writes, under their file names; models with another file layout override it."""
+        return self.state_dict()
+
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,
@@ -298,7 +302,7 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         target = Path(save_directory)
         if not is_main_process:
             return target
-        state_dict = self.state_dict()
+        state_dict = self._checkpoint_state_dict()
         meta = [k for k, t in state_dict.items() if t.is_meta]
         if meta:
             raise ckpt.CheckpointError(

@@ -68,3 +68,21 @@ class DecoderOutput(ModelOutput):
 @dataclass
 class AutoencoderKLOutput(ModelOutput):
     latent_dist: DiagonalGaussianDistribution
+
+
+@dataclass
+class BaseModelOutputWithPooling(ModelOutput):
+    """`CLIPTextModel`'s output, with transformers' field names."""
+
+    last_hidden_state: Tensor  # (B, L, D), after the final LayerNorm
+    pooler_output: Tensor  # (B, D), the hidden state at each sequence's end-of-text token
+    hidden_states: tuple[Tensor, ...] | None = None  # embeddings, then each layer's output
+
+
+@dataclass
+class CLIPTextModelOutput(ModelOutput):
+    """`CLIPTextModelWithProjection`'s output, with transformers' field names."""
+
+    text_embeds: Tensor  # (B, projection_dim)
+    last_hidden_state: Tensor
+    hidden_states: tuple[Tensor, ...] | None = None

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .export import WeightsDtype
 from .loop import TrainConfig, TrainResult, train
 from .objectives import text_to_image_objective
@@ -63,15 +61,17 @@ def check_pipeline_folder(folder: Path) -> dict[str, Any]:
 
 def load_components(folder: Path) -> dict[str, Any]:
     """UNet, VAE (float32), frozen text encoder, tokenizer and a DDPM training scheduler from `folder`."""
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     from ..models.autoencoder_kl import AutoencoderKL
+    from ..models.clip_text import CLIPTextModel
     from ..models.unet_2d_condition import UNet2DConditionModel
     from ..schedulers.ddpm import DDPMScheduler
 
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae").eval().requires_grad_(False)
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32)
-    text_encoder.eval().requires_grad_(False)
+    text_encoder = (
+        CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").eval().requires_grad_(False)
+    )
     return {
         "unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet"),
         "vae": vae,

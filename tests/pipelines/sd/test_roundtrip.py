@@ -33,6 +33,7 @@ def test_sfumato_folder_loads_in_diffusers(sd_folder, tmp_path, cls_name):
     assert index["_class_name"] == cls_name
     assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and index["safety_checker"] == [None, None]
     assert index["tokenizer"] == ["transformers", "CLIPTokenizer"]
+    assert index["text_encoder"] == ["transformers", "CLIPTextModel"]  # our encoder, saved as transformers'
     theirs = diffusers.DiffusionPipeline.from_pretrained(tmp_path)
     assert type(theirs).__name__ == cls_name
     theirs, ours = quiet(theirs, ours)

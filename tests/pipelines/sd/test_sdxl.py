@@ -185,6 +185,7 @@ def test_sfumato_sdxl_folder_loads_in_diffusers(sdxl_pipes, tmp_path):
 
     sdxl_pipes[1].save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["text_encoder"] == ["transformers", "CLIPTextModel"]  # our encoders, saved as transformers'
     assert index["text_encoder_2"] == ["transformers", "CLIPTextModelWithProjection"]
     assert index["force_zeros_for_empty_prompt"] is True
     theirs = diffusers.DiffusionPipeline.from_pretrained(tmp_path)
