@@ -13,9 +13,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..config import FrozenConfig
-from ..nn.activations import QuickGELU
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
+from ..nn.activations import ACTIVATIONS, get_activation
 
 
 def check_activation(name: str) -> None:
@@ -108,7 +106,7 @@ class CLIPMLP(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
         super().__init__()
         check_activation(hidden_act)
-        self.activation_fn = ACTIVATIONS[hidden_act]()
+        self.activation_fn = get_activation(hidden_act)
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
 

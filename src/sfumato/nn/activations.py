@@ -5,20 +5,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "mish": nn.Mish,
-    "gelu": nn.GELU,
-    "relu": nn.ReLU,
-}
-
 
 class QuickGELU(nn.Module):
     """x·σ(1.702·x): the sigmoid approximation of GELU that OpenAI's CLIP was trained with."""
 
     def forward(self, x: Tensor) -> Tensor:
         return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "mish": nn.Mish,
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "quick_gelu": QuickGELU,  # CLIP text encoders
+}
 
 
 def get_activation(name: str) -> nn.Module:

@@ -78,19 +78,18 @@ def attend_in_chunks(
     q = (q * d**-0.5).reshape(b * heads, n, d)  # scaled once, before the product
     k, v = k.reshape(b * heads, m, d), v.reshape(b * heads, m, v.shape[-1])
     out = q.new_empty(b * heads, n, v.shape[-1])
+    chunks = [slice(start, start + chunk) for start in range(0, n, chunk)]
     for h in range(b * heads):
         if packed:  # scores = q @ keys^T is a linear layer whose weight is the keys
             keys = torch.ops.mkldnn._reorder_linear_weight(k[h], chunk)
             values_t = torch.ops.mkldnn._reorder_linear_weight(v[h].t().contiguous(), chunk)
-        else:
-            keys_t = k[h].t()
-        for start in range(0, n, chunk):
-            rows = slice(start, start + chunk)
-            if packed:
+            for rows in chunks:
                 scores = torch.ops.mkldnn._linear_pointwise(q[h, rows], keys, None, "none", [], "")
                 probs = torch.softmax(scores, dim=-1)
                 out[h, rows] = torch.ops.mkldnn._linear_pointwise(probs, values_t, None, "none", [], "")
-            else:
+        else:
+            keys_t = k[h].t()
+            for rows in chunks:
                 torch.mm(torch.softmax(torch.mm(q[h, rows], keys_t), dim=-1), v[h], out=out[h, rows])
     return out.view(b, heads, n, -1)
 

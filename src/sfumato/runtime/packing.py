@@ -29,6 +29,7 @@ each call decides, so one module can take either path.
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 from typing import Any, Literal
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 Policy = Literal["neutral", "all", "none"]
 
 
+@functools.cache  # asked on every long attention call (runtime.attention)
 def mkldnn_packing_available() -> bool:
     """Whether this torch build has the oneDNN ops that take packed weights (x86 only: measured there)."""
     return (
