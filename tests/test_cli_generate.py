@@ -19,6 +19,22 @@ def sd_model(tmp_path_factory):
     return save_sd(tmp_path_factory.mktemp("cli") / "tiny-sd")
 
 
+@pytest.fixture(autouse=True)
+def allocator_calls(monkeypatch):
+    """The command keeps freed memory in its own process; here that process is pytest's: record instead."""
+    from sfumato.runtime import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda enabled=True: calls.append(enabled) or True)
+    return calls
+
+
+def test_the_command_keeps_freed_memory_in_its_own_process(tmp_path, capsys, sd_model, allocator_calls):
+    code, paths, _ = generate(capsys, sd_model, "--output", str(tmp_path / "a.png"), "--seed", "1")
+    assert code == 0 and len(paths) == 1
+    assert allocator_calls == [True]
+
+
 def generate(capsys, model, *argv):
     code = main(["generate", "a red circle", "--model", str(model), "--steps", "2", "--quiet", *argv])
     out, err = capsys.readouterr()

@@ -49,6 +49,37 @@ def test_packed_modules_match_the_plain_ones(module: nn.Module, shape: tuple[int
     assert torch.equal(first, second)
 
 
+def test_conv_weights_are_staged_channels_last_in_a_scratch_released_after_the_forward() -> None:
+    from sfumato.runtime import packing
+
+    torch.manual_seed(0)
+    convs = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(16, 32, 3), nn.Conv2d(32, 8, 3))
+    model = nn.Sequential(convs)  # released after the root's children: here, after all three
+    plain = copy.deepcopy(model)
+    pack_weights(model, "all")
+    staged = []
+    original = packing._staged_channels_last
+
+    def spy(weight: torch.Tensor) -> torch.Tensor:
+        out = original(weight)
+        staged.append((out.data_ptr(), packing._scratch.buffer.data_ptr(), torch.equal(out, weight)))
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        return out
+
+    packing._staged_channels_last = spy
+    try:
+        x = torch.randn(2, 8, 12, 12)
+        with torch.no_grad():
+            assert relative_difference(model(x), plain(x)) < 1e-5
+    finally:
+        packing._staged_channels_last = original
+    assert len(staged) == 3 and all(same for *_, same in staged)  # equal values, in the scratch
+    assert all(ptr == buffer for ptr, buffer, _ in staged)
+    assert packing._scratch.buffer is None  # the forward hook let it go
+    unpack_weights(model)
+    assert not model._forward_hooks and "_sfumato_release_hooks" not in model.__dict__
+
+
 def test_a_new_input_shape_repacks_and_stays_correct() -> None:
     conv = nn.Conv2d(32, 32, 3, padding=1)
     packed = copy.deepcopy(conv)

@@ -135,3 +135,20 @@ def test_cast_in_place_acts_like_module_to() -> None:
     assert not cast_in_place(ours, ("cpu",), {})
     assert not cast_in_place(ours, (torch.float32,), {"memory_format": torch.channels_last})
     assert not cast_in_place(ours, ("meta", torch.float32), {})
+
+
+def test_populate_maps_a_mapped_weight_in_one_call_and_leaves_heap_tensors_alone(tmp_path) -> None:
+    from sfumato.runtime.pages import file_mappings, populate
+
+    path = tmp_path / "w.safetensors"
+    weight = torch.randn(8 * 2**20, generator=torch.Generator().manual_seed(0))  # 32 MiB
+    save_file({"w": weight}, path)
+    with safe_open(path, framework="pt") as f:
+        mapped = f.get_tensor("w")
+        drop_pages([mapped])  # start from no resident pages, whatever the page cache holds
+        before = rss()
+        if not populate(mapped, file_mappings()):
+            pytest.skip("kernel without MADV_POPULATE_READ (Linux < 5.14)")
+        assert rss() - before > 28 * 2**20  # resident without being read
+        assert torch.equal(mapped, weight)
+    assert not populate(weight, file_mappings())  # heap memory: nothing to map

@@ -170,8 +170,14 @@ def _load(model: str, args: argparse.Namespace) -> Any:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-    # No keep_freed_memory() here: since the VAE's large convolutions went to Winograd, keeping
-    # freed memory gained nothing measurable and raised the peak by 1-3% (bench/README.md).
+    # This is our own process, so freed memory may stay in it: without, glibc page-faults every big
+    # activation and packed-weight temporary afresh, and on the VMs measured a 4 KiB fault costs
+    # ~1.5 us. The first 256 px SD1.5 image of a process took 29.6 s against 36.6 (AVX2 EPYC), at
+    # 0.98-1.03x diffusers' peak memory (bench/README.md). A library user opts in the same way.
+    if args.device == "cpu":
+        from ..runtime import memory
+
+        memory.keep_freed_memory()
     pipe = getattr(sfumato, f"AutoPipelineFor{task}").from_pretrained(model, torch_dtype=dtype)
     if args.scheduler:
         from ..schedulers import from_name

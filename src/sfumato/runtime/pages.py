@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import torch
 
 _MADV_DONTNEED = 4
+_MADV_POPULATE_READ = 22  # Linux 5.14+; EINVAL before, where pages fault in one by one as usual
 _PAGE = 4096
 
 
@@ -78,6 +79,22 @@ def drop_pages(tensors: Iterable[torch.Tensor], mappings: list[tuple[int, int]] 
         if last > first and libc.madvise(first, last - first, _MADV_DONTNEED) == 0:
             dropped += last - first
     return dropped
+
+
+def populate(t: torch.Tensor, mappings: list[tuple[int, int]]) -> bool:
+    """Map the file pages of an unwritten memory-mapped CPU tensor in one call, before it is read whole.
+
+    A weight read for the first time faults its pages in 4 KiB at a time; on the VMs measured, a
+    fault costs ~1.5 us, so the 3.4 GB of SD1.5's UNet cost ~1 s of faults in its first call.
+    `MADV_POPULATE_READ` maps the same pages (read from the page cache or the disk) in one system
+    call. Returns whether it did; a no-op for other tensors and kernels.
+    """
+    libc = _libc()
+    if libc is None or not in_file_mapping(t, mappings):
+        return False
+    begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+    first = begin // _PAGE * _PAGE  # a shared first page is only read, never dropped, here
+    return libc.madvise(first, end - first, _MADV_POPULATE_READ) == 0
 
 
 def cast_in_place(module: torch.nn.Module, args: tuple, kwargs: dict) -> bool:
