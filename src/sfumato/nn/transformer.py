@@ -18,7 +18,9 @@ class GEGLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h, gate = self.proj(x).chunk(2, dim=-1)
-        return h * F.gelu(gate)
+        if _needs_graph(x, self.proj.weight):
+            return h * F.gelu(gate)
+        return F.gelu(gate).mul_(h)  # the same values, one activation fewer to allocate
 
 
 class FeedForward(nn.Module):
@@ -30,9 +32,37 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([GEGLU(dim, inner), nn.Dropout(dropout), nn.Linear(inner, dim)])
 
     def forward(self, x: Tensor) -> Tensor:
+        rows = x.numel() // x.shape[-1] if x.dim() else 0
+        if (
+            rows <= CPU_FEED_FORWARD_ROWS * 2
+            or x.device.type != "cpu"
+            or self.training  # dropout draws per call: keep one draw over all rows
+            or _needs_graph(x, self.net[0].proj.weight)
+        ):
+            return self._forward(x)
+        # Rows are independent: in chunks, the 4x wider activations stay in cache and are not
+        # page-faulted afresh (SD1.5 at 512 px: 8192 rows, 200 ms a block instead of 280-370 on an
+        # AVX2 EPYC; the same values bit for bit there)
+        flat = x.reshape(rows, x.shape[-1])
+        out = torch.empty_like(flat)
+        for start in range(0, rows, CPU_FEED_FORWARD_ROWS):
+            out[start : start + CPU_FEED_FORWARD_ROWS] = self._forward(
+                flat[start : start + CPU_FEED_FORWARD_ROWS]
+            )
+        return out.view_as(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         for layer in self.net:
             x = layer(x)
         return x
+
+
+CPU_FEED_FORWARD_ROWS = 1024  # chunks of 512 and 2048 rows were slower; 2048 rows whole are a tie
+
+
+def _needs_graph(x: Tensor, weight: Tensor) -> bool:
+    """Whether autograd records this call (then no in-place shortcuts or chunked writes)."""
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
 class BasicTransformerBlock(nn.Module):
