@@ -62,6 +62,20 @@ def test_exact_mode_is_the_default_and_can_be_turned_off(sd_folder) -> None:
     assert not any(isinstance(m, PackedConv2d | PackedLinear) for m in unpacked.unet.modules())
 
 
+def test_a_pipeline_loaded_and_run_under_inference_mode_packs_and_matches(sd_folder) -> None:
+    """Under `torch.inference_mode()` loading made inference tensors, whose writes torch does not
+    count: packing asked for their version and crashed. Weights load as normal tensors now."""
+    import sfumato
+
+    expected = generate(sfumato.StableDiffusionPipeline.from_pretrained(sd_folder))
+    with torch.inference_mode():
+        pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder)
+        assert not any(p.is_inference() for p in pipe.unet.parameters())
+        np.testing.assert_array_equal(generate(pipe), expected)
+    if mkldnn_packing_available():
+        assert pipe.unet.conv_in._sfumato_pack is not None
+
+
 @pytest.mark.skipif(not winograd_available(), reason="needs a torch build with NNPACK")
 @pytest.mark.parametrize("machine", ["avx2", "avx512"])
 def test_exact_mode_with_winograd_equals_diffusers_on_large_maps(

@@ -80,6 +80,17 @@ def test_conv_weights_are_staged_channels_last_in_a_scratch_released_after_the_f
     assert not model._forward_hooks and "_sfumato_release_hooks" not in model.__dict__
 
 
+def test_weights_made_under_inference_mode_take_the_plain_path() -> None:
+    with torch.inference_mode():
+        conv = nn.Conv2d(8, 8, 3, padding=1)  # an inference tensor: writes to it are not counted
+        pack_weights(conv, "all")
+        x = torch.randn(1, 8, 6, 6)
+        out = conv(x)
+        assert conv._sfumato_pack is None  # a packed copy could go stale unseen
+        conv.weight.mul_(2)
+        torch.testing.assert_close(conv(x) - conv.bias[:, None, None], 2 * (out - conv.bias[:, None, None]))
+
+
 def test_a_new_input_shape_repacks_and_stays_correct() -> None:
     conv = nn.Conv2d(32, 32, 3, padding=1)
     packed = copy.deepcopy(conv)

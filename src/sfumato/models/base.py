@@ -124,6 +124,7 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         return state_dict
 
     @classmethod
+    @torch.inference_mode(False)  # weights stay usable outside it, and their writes stay tracked
     def from_pretrained(
         cls,
         id_or_folder: str | os.PathLike,

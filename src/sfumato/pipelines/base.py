@@ -198,6 +198,7 @@ class DiffusionPipeline(ConfigMixin):
     # ------------------------------------------------------------------ loading
 
     @classmethod
+    @torch.inference_mode(False)  # weights stay usable outside it, and their writes stay tracked
     def from_pretrained(
         cls,
         id_or_folder: str | os.PathLike,

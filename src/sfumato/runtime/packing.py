@@ -93,8 +93,12 @@ class _PackedWeight:
     def _packed_for(self, x: torch.Tensor, shape_key: Any) -> torch.Tensor | None:
         """The packed weight for input `x`, packing it now if needed; None to use the plain forward."""
         weight: torch.Tensor = self.weight  # type: ignore[attr-defined]
-        if self._sfumato_policy == "none" or weight.dtype not in self._sfumato_dtypes:
-            return None
+        if (
+            self._sfumato_policy == "none"
+            or weight.dtype not in self._sfumato_dtypes
+            or weight.is_inference()
+        ):
+            return None  # an inference tensor's writes are not counted: a copy could go stale unseen
         key = (shape_key, weight.dtype, weight.data_ptr(), weight._version)
         if key != self._sfumato_pack_key:
             # the old copy goes before a new one is made

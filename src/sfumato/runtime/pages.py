@@ -54,8 +54,8 @@ def file_mappings() -> list[tuple[int, int]]:
 
 def in_file_mapping(t: torch.Tensor, mappings: list[tuple[int, int]]) -> bool:
     """Whether CPU tensor `t` lies inside one file mapping and was never written (its pages can be dropped)."""
-    if t.device.type != "cpu" or t.numel() == 0 or t._version != 0:  # written: its pages hold new data
-        return False
+    if t.device.type != "cpu" or t.numel() == 0 or t.is_inference() or t._version != 0:
+        return False  # written (or, made under inference_mode, untracked): its pages may hold new data
     begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
     i = bisect.bisect_right(mappings, (begin, float("inf"))) - 1
     return i >= 0 and end <= mappings[i][1]
