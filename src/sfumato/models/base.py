@@ -124,7 +124,6 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         return state_dict
 
     @classmethod
-    @torch.inference_mode(False)  # weights stay usable outside it, and their writes stay tracked
     def from_pretrained(
         cls,
         id_or_folder: str | os.PathLike,
@@ -181,12 +180,16 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         model_cls = cls._class_for(config, folder)
         weights = ckpt.find_weights(folder, stem=model_cls._weights_stem, **choose)
 
-        with torch.device("meta"):
-            model = model_cls.from_config(config, **config_overrides)
-        state_dict = ckpt.load_state_dict(
-            weights, dtype=target_dtype, device=device, keep_dtype=model_cls._keep_in_fp32_modules
-        )
-        model._assign_weights(model_cls._convert_legacy_keys(state_dict), weights, ignore_mismatched_sizes)
+        # normal tensors even under inference_mode: usable outside it, and their writes counted
+        with torch.inference_mode(False):
+            with torch.device("meta"):
+                model = model_cls.from_config(config, **config_overrides)
+            state_dict = ckpt.load_state_dict(
+                weights, dtype=target_dtype, device=device, keep_dtype=model_cls._keep_in_fp32_modules
+            )
+            model._assign_weights(
+                model_cls._convert_legacy_keys(state_dict), weights, ignore_mismatched_sizes
+            )
         model.register_to_config(_name_or_path=os.fspath(id_or_folder))
         return model.eval()
 

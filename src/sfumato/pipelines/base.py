@@ -198,7 +198,6 @@ class DiffusionPipeline(ConfigMixin):
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    @torch.inference_mode(False)  # weights stay usable outside it, and their writes stay tracked
     def from_pretrained(
         cls,
         id_or_folder: str | os.PathLike,
@@ -240,14 +239,18 @@ class DiffusionPipeline(ConfigMixin):
         root = resolve_folder(id_or_folder, select=select, **hub)
         options = dict(variant=variant, use_safetensors=use_safetensors, allow_pickle=allow_pickle)
         loaded = {}
-        for name in names:
-            if name in passed:
-                loaded[name] = _check_passed(name, passed[name], entries.get(name))
-            elif name in entries:
-                component_dtype = registry.dtype_for(name, dtype if dtype is not None else torch_dtype)
-                loaded[name] = registry.load_component(root, name, entries[name], component_dtype, **options)
-            else:
-                loaded[name] = None  # optional component absent from model_index.json
+        # normal tensors even under inference_mode: usable outside it, and their writes counted
+        with torch.inference_mode(False):
+            for name in names:
+                if name in passed:
+                    loaded[name] = _check_passed(name, passed[name], entries.get(name))
+                elif name in entries:
+                    component_dtype = registry.dtype_for(name, dtype if dtype is not None else torch_dtype)
+                    loaded[name] = registry.load_component(
+                        root, name, entries[name], component_dtype, **options
+                    )
+                else:
+                    loaded[name] = None  # optional component absent from model_index.json
         config = {k: index[k] for k in config_names if k in index} | kwargs
         pipe = pipeline_cls(**loaded, **config)
         pipe.register_to_config(_name_or_path=os.fspath(id_or_folder))
