@@ -171,9 +171,9 @@ def _load(model: str, args: argparse.Namespace) -> Any:
 
         transformers_logging.disable_progress_bar()
     # This is our own process, so freed memory may stay in it: without, glibc page-faults every big
-    # activation and packed-weight temporary afresh, and on the VMs measured a 4 KiB fault costs
-    # ~1.5 us. The first 256 px SD1.5 image of a process took 29.6 s against 36.6 (AVX2 EPYC), at
-    # 0.98-1.03x diffusers' peak memory (bench/README.md). A library user opts in the same way.
+    # activation afresh, and on the VMs measured a 4 KiB fault costs ~1.5 us. A 512 px SD1.5 image
+    # took 0.76x diffusers' time against 0.81x (AVX2 EPYC), a 256 px one the same, at a peak 1-4%
+    # higher (bench/README.md). A library user opts in the same way.
     if args.device == "cpu":
         from ..runtime import memory
 

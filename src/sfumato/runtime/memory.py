@@ -9,12 +9,10 @@ Blocks of 64 MiB and more still get their own mapping, given back when freed: ke
 the VAE's 128-256 MiB maps at 512 px fragment it, and a 512 px SD1.5 image peaked at 5.57 GiB
 (diffusers: 5.3-5.5) against 5.23 GiB with the 64 MiB cut, at the same speed.
 
-Since the VAE's large convolutions go to Winograd (`runtime.winograd`), a warm image gains little
-(within the noise of a shared machine), but a process's first image does: packing the UNet's
-weights (`runtime.packing`) allocates 3.4 GB and its temporaries, and on the VMs measured a 4 KiB
-page fault costs ~1.5 us. From process start to the first 256 px SD1.5 image: 29.6 s against
-36.6 s (AVX2 EPYC, bench/README.md), at a peak 1-3% higher. The `sfumato` command, which owns its
-process, calls it.
+Since the VAE's large convolutions go to Winograd (`runtime.winograd`) the gain is smaller, and it
+depends on what a page fault costs: on an AVX2 EPYC VM (~1.5 us a fault) a 512 px SD1.5 image took
+0.76x diffusers' time with it and 0.81x without, a 256 px one the same either way, at a peak 1-4%
+higher (bench/README.md). The `sfumato` command, which owns its process, calls it.
 
 This changes the whole process's allocator, so the library never does it on its own: call
 `keep_freed_memory()` or set
