@@ -91,6 +91,26 @@ def test_weights_made_under_inference_mode_take_the_plain_path() -> None:
         torch.testing.assert_close(conv(x) - conv.bias[:, None, None], 2 * (out - conv.bias[:, None, None]))
 
 
+def test_a_packed_module_pickles_without_its_packed_copy_and_repacks() -> None:
+    import io
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 36, 4))
+    pack_weights(model, "all")
+    x = torch.randn(2, 4, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+    assert model[0]._sfumato_pack is not None
+    buffer = io.BytesIO()
+    torch.save(model, buffer)  # oneDNN's opaque tensor has no storage: this raised before
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert loaded[0]._sfumato_pack is None and model[0]._sfumato_pack is not None
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected)
+    assert loaded[0]._sfumato_pack is not None  # packed again at its first call
+
+
 def test_a_new_input_shape_repacks_and_stays_correct() -> None:
     conv = nn.Conv2d(32, 32, 3, padding=1)
     packed = copy.deepcopy(conv)

@@ -76,6 +76,12 @@ class _PackedWeight:
     _sfumato_policy: Policy
     _sfumato_winograd: bool
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (`torch.save(model)`, `copy.deepcopy`) without the packed copy: oneDNN's opaque
+        tensor has no storage to write, and the copy is remade at the next call."""
+        state = super().__getstate__()  # type: ignore[misc]
+        return {**state, "_sfumato_pack": None, "_sfumato_pack_key": None}
+
     def _plain_needed(self, x: torch.Tensor) -> bool:
         """Whether this call must take the module's usual forward (see the module docstring)."""
         weight: torch.Tensor = self.weight  # type: ignore[attr-defined]
