@@ -52,11 +52,16 @@ def file_mappings() -> list[tuple[int, int]]:
     return sorted(ranges)
 
 
+def _byte_range(t: torch.Tensor) -> tuple[int, int]:
+    """The addresses of a contiguous tensor's first byte and of the byte after its last."""
+    return t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+
+
 def in_file_mapping(t: torch.Tensor, mappings: list[tuple[int, int]]) -> bool:
     """Whether CPU tensor `t` lies inside one file mapping and was never written (its pages can be dropped)."""
     if t.device.type != "cpu" or t.numel() == 0 or t.is_inference() or t._version != 0:
         return False  # written (or, made under inference_mode, untracked): its pages may hold new data
-    begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+    begin, end = _byte_range(t)
     i = bisect.bisect_right(mappings, (begin, float("inf"))) - 1
     return i >= 0 and end <= mappings[i][1]
 
@@ -71,7 +76,7 @@ def drop_pages(tensors: Iterable[torch.Tensor], mappings: list[tuple[int, int]] 
     for t in tensors:
         if not in_file_mapping(t, mappings):
             continue
-        begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+        begin, end = _byte_range(t)
         first, last = (
             -(-begin // _PAGE) * _PAGE,
             end // _PAGE * _PAGE,
@@ -92,7 +97,7 @@ def populate(t: torch.Tensor, mappings: list[tuple[int, int]]) -> bool:
     libc = _libc()
     if libc is None or not in_file_mapping(t, mappings):
         return False
-    begin, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+    begin, end = _byte_range(t)
     first = begin // _PAGE * _PAGE  # a shared first page is only read, never dropped, here
     return libc.madvise(first, end - first, _MADV_POPULATE_READ) == 0
 
