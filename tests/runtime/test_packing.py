@@ -24,7 +24,7 @@ CASES = [
     (nn.Conv2d(64, 96, 3, padding=1), (2, 64, 16, 16)),
     (nn.Conv2d(4, 64, 3, padding=1), (1, 4, 8, 8)),
     (nn.Conv2d(64, 64, 3, stride=2, padding=1), (2, 64, 16, 16)),
-    (nn.Conv2d(96, 32, 1, bias=False), (2, 96, 8, 8)),
+    (nn.Conv2d(96, 32, 1, bias=False), (2, 96, 8, 8), torch.channels_last),
     (nn.Linear(64, 256), (2, 77, 64)),
     (nn.Linear(128, 64, bias=False), (3, 128)),
 ]
@@ -34,10 +34,11 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.mark.parametrize(("module", "shape"), CASES, ids=lambda c: getattr(c, "__class__", type(c)).__name__)
-def test_packed_modules_match_the_plain_ones(module: nn.Module, shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("case", CASES, ids=lambda c: type(c[0]).__name__)
+def test_packed_modules_match_the_plain_ones(case: tuple) -> None:
+    module, shape, *layout = case
     torch.manual_seed(0)
-    x = torch.randn(shape)
+    x = torch.randn(shape).contiguous(memory_format=layout[0] if layout else torch.contiguous_format)
     with torch.no_grad():
         expected = module(x)
         packed = copy.deepcopy(module)
@@ -47,6 +48,22 @@ def test_packed_modules_match_the_plain_ones(module: nn.Module, shape: tuple[int
     assert packed._sfumato_pack is not None  # the oneDNN path ran, not the fallback
     assert relative_difference(first, expected) < 1e-5
     assert torch.equal(first, second)
+
+
+def test_a_1x1_convolution_keeps_an_nchw_input_nchw() -> None:
+    """Packed kernels compute channels-last; after NCHW layers (Winograd's) a 1x1 stays NCHW instead."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(96, 32, 1)
+    packed = copy.deepcopy(conv)
+    pack_weights(packed, "all")
+    x = torch.randn(1, 96, 16, 16)
+    with torch.no_grad():
+        out, expected = packed(x), conv(x)
+        assert packed._sfumato_pack is None  # no packed copy made for an NCHW input
+        assert out.is_contiguous() and not out.is_contiguous(memory_format=torch.channels_last)
+        assert relative_difference(out, expected) < 1e-5
+        channels_last = packed(x.contiguous(memory_format=torch.channels_last))
+    assert packed._sfumato_pack is not None and channels_last.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_conv_weights_are_staged_channels_last_in_a_scratch_released_after_the_forward() -> None:

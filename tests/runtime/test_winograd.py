@@ -72,8 +72,9 @@ def test_an_upsampler_fuses_the_enlargement_into_its_convolution(nnpack_calls, m
 def test_the_shape_rule_follows_the_bench_on_avx2(monkeypatch) -> None:
     fake_cpu(monkeypatch, ZEN3)
     assert winograd_suits(128, 128, 512, 512) and winograd_suits(320, 320, 64, 64)
-    assert winograd_suits(512, 512, 32, 32) and winograd_suits(640, 640, 32, 32)
-    assert not winograd_suits(320, 320, 32, 32)  # a tie on the bench
+    assert winograd_suits(640, 640, 64, 64) and winograd_suits(128, 128, 64, 64)
+    assert not winograd_suits(320, 320, 32, 32) and not winograd_suits(640, 640, 32, 32)
+    assert not winograd_suits(1920, 640, 32, 32) and not winograd_suits(512, 512, 32, 32)
     assert not winograd_suits(1280, 1280, 16, 16) and not winograd_suits(1280, 1280, 8, 8)
 
 

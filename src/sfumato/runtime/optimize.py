@@ -4,9 +4,9 @@
 
 - mode "exact" (results equal diffusers' within float tolerance), on CPU:
   - 3x3 convolutions on large maps through Winograd's algorithm (`runtime.winograd`, NNPACK's
-    F(6x6, 3x3), float32), where it beats oneDNN on this CPU (`winograd_suits`): on AVX2 the whole
-    VAE decoder and the UNet's 64x64 and 32x32 maps at 512 px (VAE decode 0.50x diffusers' time at
-    512 px on an EPYC Zen 3); on AVX-512, where oneDNN's kernels are twice as fast and NNPACK's are
+    F(6x6, 3x3), float32), where it beats oneDNN on this CPU (`winograd_suits`): on AVX2 every map
+    of 64x64 and more, the VAE decoder's and the UNet's at 512 px (VAE decode 0.50x diffusers' time
+    at 512 px on an EPYC Zen 3); on AVX-512, where oneDNN's kernels are twice as fast and NNPACK's are
     not, only the UNet's maps of 128x128 (SDXL at 1024 px) and those of 64x64 with 512 channels or
     more. Rounding ~1e-5 of the output's scale instead of ~2e-6 (images equal within 1/255).
     `winograd=False` keeps direct convolutions;

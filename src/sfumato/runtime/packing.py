@@ -140,6 +140,11 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
             return super().forward(x)
         if self._winograd_suits(x, 1):
             return winograd_conv2d(x, self.weight, self.bias, self.padding)  # type: ignore[arg-type]
+        if self.kernel_size == (1, 1) and _plain_layout(x):
+            # oneDNN's packed kernels compute channels-last: an NCHW input (a VAE's shortcut after
+            # Winograd's NCHW convolutions) would be copied to channels-last and its output come
+            # back channels-last into NCHW sums. A 1x1 weight is cheap to reorder on each call.
+            return super().forward(x)
         packed = self._packed_for(x, tuple(x.shape))
         if packed is None:
             return super().forward(x)
@@ -182,6 +187,11 @@ class PackedLinear(_PackedWeight, nn.Linear):
         if packed is None:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+
+
+def _plain_layout(x: torch.Tensor) -> bool:
+    """Whether `x` is NCHW-contiguous and not also channels-last (as a 1x1 map is)."""
+    return x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
 
 
 _scratch = threading.local()  # per thread: two threads may pack at once

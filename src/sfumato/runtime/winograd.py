@@ -55,10 +55,12 @@ def winograd_suits(c_in: int, c_out: int, height: int, width: int) -> bool:
 
     From `bench/conv.py`. NNPACK's kernels are AVX2 (256-bit) while oneDNN's direct ones use the
     widest vectors the CPU has, so the answer depends on the ISA:
-    - AVX2 (EPYC Zen 3): Winograd took 0.3-0.5x oneDNN's time on maps of 64x64 and more at every
-      channel count of SD1.5's UNet and VAE, and ~0.8x on 32x32 maps with 512-640 channels; it lost
-      (1.2-2.7x) on 32x32 with 320 channels and on every smaller map, where the weight transform
-      redone on each call outweighs the product.
+    - AVX2 (EPYC Zen 3): Winograd took 0.3-0.8x oneDNN's time on maps of 64x64 and more at every
+      channel count of SD1.5's UNet and VAE; it lost on every smaller map, where the weight
+      transform redone on each call outweighs the product: 1.2-2.7x on 32x32 with 320 channels, and
+      on 32x32 with 512-1920 channels 0.7-1.0x on a quiet host (2026-11-23) but 1.2-1.55x against
+      packed oneDNN on a busy one (2026-12-02, interleaved). oneDNN keeps those: the gain at stake was
+      small, and its compute-bound kernels suffer less from a busy host.
     - AVX-512 (EPYC Zen 5, oneDNN ~2x faster there): Winograd won only on the VAE decoder's maps
       (0.71-0.75x at 64x64 with 512 channels and at 128x128; 0.66-0.9x of NCHW oneDNN on the larger
       ones) and on SDXL's 1024 px UNet maps (320 channels at 128x128 0.78x, 640 at 64x64 0.69x); it
@@ -67,7 +69,7 @@ def winograd_suits(c_in: int, c_out: int, height: int, width: int) -> bool:
     area = height * width
     if cpu.cpu_info().capability.startswith("AVX512"):
         return area >= 128 * 128 or (area >= 64 * 64 and min(c_in, c_out) >= 512)
-    return area >= 64 * 64 or (area >= 32 * 32 and min(c_in, c_out) >= 512)
+    return area >= 64 * 64
 
 
 def winograd_conv2d(
