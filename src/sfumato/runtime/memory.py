@@ -10,9 +10,10 @@ the VAE's 128-256 MiB maps at 512 px fragment it, and a 512 px SD1.5 image peake
 (diffusers: 5.3-5.5) against 5.23 GiB with the 64 MiB cut, at the same speed.
 
 Since the VAE's large convolutions go to Winograd (`runtime.winograd`) the gain is smaller, and it
-depends on what a page fault costs: on an AVX2 EPYC VM (~1.5 us a fault) a 512 px SD1.5 image took
-0.76x diffusers' time with it and 0.81x without, a 256 px one the same either way, at a peak 1-4%
-higher (bench/README.md). The `sfumato` command, which owns its process, calls it.
+depends on what a page fault costs: on an AVX2 EPYC VM (~1.5 us a fault, several times that for
+memory the VM has not touched since it booted) a 512 px SD1.5 image took 0.70-0.76x diffusers' time
+with it and 0.71-0.81x without, a 256 px one 0.58-0.62x against 0.62x, at a peak up to 4% higher
+(bench/README.md). The `sfumato` command, which owns its process, calls it.
 
 This changes the whole process's allocator, so the library never does it on its own: call
 `keep_freed_memory()` or set

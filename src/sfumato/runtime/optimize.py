@@ -20,7 +20,7 @@
     256 px on an EPYC Zen 5);
   - on AVX-512 CPUs, float32 self-attention over 2048 tokens and more head by head through
     oneDNN's GEMMs (`runtime.attention.exact_attention`): 0.6-0.7x SDPA's time, same rounding.
-  SD1.5 end to end: 0.59-0.62x diffusers' time at 256 px, 0.74-0.81x at 512 px (AVX2 EPYC, bench/README.md).
+  SD1.5 end to end: 0.59-0.62x diffusers' time at 256 px, 0.71-0.81x at 512 px (AVX2 EPYC, bench/README.md).
 - mode "fast" (tiny numeric differences accepted): also the fastest compute dtype for the device,
   bfloat16 on CPUs with native bf16 (avx512_bf16 / AMX), float32 elsewhere, float16 on CUDA; the
   cast weights are packed too, at the cost of a second copy of the UNet's weights; bf16
