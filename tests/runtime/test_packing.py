@@ -63,7 +63,10 @@ def test_a_1x1_convolution_keeps_an_nchw_input_nchw() -> None:
         assert out.is_contiguous() and not out.is_contiguous(memory_format=torch.channels_last)
         assert relative_difference(out, expected) < 1e-5
         channels_last = packed(x.contiguous(memory_format=torch.channels_last))
-    assert packed._sfumato_pack is not None and channels_last.is_contiguous(memory_format=torch.channels_last)
+        assert packed._sfumato_pack is not None
+        assert channels_last.is_contiguous(memory_format=torch.channels_last)
+        packed(x)  # NCHW again: the packed copy goes rather than sit beside the weight's pages
+    assert packed._sfumato_pack is None
 
 
 def test_conv_weights_are_staged_channels_last_in_a_scratch_released_after_the_forward() -> None:

@@ -143,7 +143,9 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
         if self.kernel_size == (1, 1) and _plain_layout(x):
             # oneDNN's packed kernels compute channels-last: an NCHW input (a VAE's shortcut after
             # Winograd's NCHW convolutions) would be copied to channels-last and its output come
-            # back channels-last into NCHW sums. A 1x1 weight is cheap to reorder on each call.
+            # back channels-last into NCHW sums. A 1x1 weight is cheap to reorder on each call; a
+            # copy packed for an earlier input goes, as the plain kernel reads the weight itself.
+            self._sfumato_pack, self._sfumato_pack_key = None, None
             return super().forward(x)
         packed = self._packed_for(x, tuple(x.shape))
         if packed is None:
