@@ -107,8 +107,7 @@ class _PackedWeight:
             return None  # an inference tensor's writes are not counted: a copy could go stale unseen
         key = (shape_key, weight.dtype, weight.data_ptr(), weight._version)
         if key != self._sfumato_pack_key:
-            # the old copy goes before a new one is made
-            self._sfumato_pack, self._sfumato_pack_key = None, None
+            self._drop_pack()  # the old copy goes before a new one is made
             if self._sfumato_policy == "neutral" and not in_file_mapping(weight, self._sfumato_mappings):
                 return None  # cast, moved or written since `pack_weights`: a copy would add to memory
             populate(weight, self._sfumato_mappings)
@@ -120,6 +119,10 @@ class _PackedWeight:
 
     def _pack(self, weight: torch.Tensor, shape_key: Any) -> torch.Tensor:
         raise NotImplementedError
+
+    def _drop_pack(self) -> None:
+        """Free the packed copy: a repack is due, or this call takes a kernel that reads the weight itself."""
+        self._sfumato_pack, self._sfumato_pack_key = None, None
 
 
 class PackedConv2d(_PackedWeight, nn.Conv2d):
@@ -145,7 +148,7 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
             # Winograd's NCHW convolutions) would be copied to channels-last and its output come
             # back channels-last into NCHW sums. A 1x1 weight is cheap to reorder on each call; a
             # copy packed for an earlier input goes, as the plain kernel reads the weight itself.
-            self._sfumato_pack, self._sfumato_pack_key = None, None
+            self._drop_pack()
             return super().forward(x)
         packed = self._packed_for(x, tuple(x.shape))
         if packed is None:
@@ -172,8 +175,7 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
             and winograd_usable(x, self.weight)
         ):
             return False
-        # a copy packed for another shape is not needed now
-        self._sfumato_pack, self._sfumato_pack_key = None, None
+        self._drop_pack()  # a copy packed for another shape is not needed now
         return True
 
 
