@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fixtures.cpus import ZEN3, ZEN5, fake_cpu
+from fixtures.cpus import SAPPHIRE, ZEN3, ZEN5, fake_cpu
 from sfumato.runtime import attention
 from sfumato.runtime.attention import exact_attention, fast_attention
 from sfumato.runtime.packing import mkldnn_packing_available
@@ -24,7 +24,8 @@ def qkv(n: int, m: int, heads: int, d: int, dtype: torch.dtype) -> tuple[torch.T
 
 
 @pytest.mark.parametrize(("n", "m", "heads", "d"), [(600, 600, 2, 40), (1100, 300, 1, 64)])
-def test_fast_bf16_attention_matches_float64_to_bf16_rounding(n: int, m: int, heads: int, d: int) -> None:
+def test_fast_bf16_attention_matches_float64_to_bf16_rounding(monkeypatch, n, m, heads, d) -> None:
+    fake_cpu(monkeypatch, ZEN5)  # chosen without AMX only; torch.mm runs bf16 on any CPU
     q, k, v = qkv(n, m, heads, d, torch.bfloat16)
     reference = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
     with torch.no_grad():
@@ -62,6 +63,11 @@ def test_what_is_not_faster_stays_on_sdpa(monkeypatch) -> None:
     q, k, v = qkv(2100, 2100, 1, 8, torch.float32)
     with torch.no_grad():
         assert exact_attention(q, k, v) is None  # measured on AVX-512 only
+    fake_cpu(monkeypatch, SAPPHIRE)  # SDPA multiplies on AMX tiles in bf16 and with MKL's AVX-512 in fp32
+    q, k, v = qkv(2100, 2100, 1, 8, torch.float32)
+    with torch.no_grad():
+        assert exact_attention(q, k, v) is None and fast_attention(q, k, v) is None
+        assert fast_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()) is None
 
 
 def test_a_mask_always_takes_sdpa() -> None:

@@ -13,9 +13,12 @@ from sfumato.runtime.dtypes import SlowDtypeWarning, slow_dtype_message
 
 
 def test_parse_cpuinfo_reads_the_first_processor() -> None:
-    model, flags = cpu.parse_cpuinfo(ZEN3 + "model name\t: other\nflags\t: avx512_bf16\n")
-    assert model == "AMD EPYC 7B13"
-    assert "avx2" in flags and "avx512_bf16" not in flags
+    info = cpu.parse_cpuinfo(ZEN3 + "model name\t: other\nflags\t: avx512_bf16\n", "AVX2")
+    assert info.model == "AMD EPYC 7B13"
+    assert "avx2" in info.flags and "avx512_bf16" not in info.flags
+    assert info.vendor == "AuthenticAMD" and not info.intel
+    intel = cpu.parse_cpuinfo(SAPPHIRE, "AVX512")
+    assert intel.intel and intel.amx_bf16
 
 
 @pytest.mark.parametrize(

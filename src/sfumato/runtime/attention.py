@@ -17,6 +17,12 @@ softmax (`bench/attention.py`):
   bf16 UNet that is below the error of the bf16 weights themselves (a whole SD1.5 UNet call at
   512 px is 1.1-1.2e-2 off float32 with either kernel). Hence the fast mode only.
 
+Both kernels only pay where SDPA's own GEMMs are slow. On an Intel Xeon with AMX (2 vCPUs,
+2026-12-02) SDPA won everywhere: in bfloat16 its flash kernel multiplies on AMX tiles (oneDNN's
+brgemm), 216 ms against 375 for the chunks at 4096 tokens; in float32 its GEMMs are MKL's, which
+run AVX-512 kernels on Intel CPUs (507 ms against 697 through `torch.mm` and 1068 packed). So the
+bf16 chunks are skipped on CPUs with `amx_bf16`, and the float32 ones on Intel CPUs.
+
 Cross-attention on a text's 77 tokens stays on SDPA (no faster here), as do masks, autograd, other
 dtypes and devices, and graphs traced by torch.compile.
 """
@@ -44,14 +50,16 @@ def _applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
 
 
 def exact_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
-    """softmax(q k^T / sqrt(d)) v for (B, heads, N, d) float32 tensors on AVX-512 CPUs; None elsewhere
-    (the caller then runs SDPA). Equal to SDPA within float rounding."""
+    """softmax(q k^T / sqrt(d)) v for (B, heads, N, d) float32 tensors on AVX-512 CPUs but Intel's;
+    None elsewhere (the caller then runs SDPA). Equal to SDPA within float rounding."""
     from .packing import mkldnn_packing_available
 
+    info = cpu.cpu_info()
     if (
         q.dtype != torch.float32
         or k.shape[2] < EXACT_MIN_KEYS
-        or not cpu.cpu_info().capability.startswith("AVX512")
+        or not info.capability.startswith("AVX512")
+        or info.intel
         or not mkldnn_packing_available()
         or not _applies(q, k, v)
     ):
@@ -60,8 +68,14 @@ def exact_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
 
 
 def fast_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
-    """`exact_attention`, and bfloat16 attention with bf16 scores from `FAST_MIN_KEYS` keys on."""
-    if q.dtype == torch.bfloat16 and k.shape[2] >= FAST_MIN_KEYS and _applies(q, k, v):
+    """`exact_attention`, and bfloat16 attention with bf16 scores from `FAST_MIN_KEYS` keys on
+    (on CPUs without AMX, whose SDPA is faster)."""
+    if (
+        q.dtype == torch.bfloat16
+        and k.shape[2] >= FAST_MIN_KEYS
+        and not cpu.cpu_info().amx_bf16
+        and _applies(q, k, v)
+    ):
         return attend_in_chunks(q, k, v)
     return exact_attention(q, k, v)
 

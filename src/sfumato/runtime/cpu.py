@@ -8,9 +8,9 @@ dtype warnings use.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import platform
-from dataclasses import dataclass
 
 import torch
 
@@ -18,13 +18,24 @@ _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _FP16_FLAGS = ("avx512_fp16", "amx_fp16")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CpuInfo:
     """The model name and the ISA flags that matter for choosing a compute dtype."""
 
     model: str
     flags: frozenset[str]
     capability: str  # torch's kernel dispatch level: "AVX512", "AVX2", "DEFAULT", ...
+    vendor: str = ""  # /proc/cpuinfo's vendor_id: "GenuineIntel", "AuthenticAMD", ...
+
+    @property
+    def intel(self) -> bool:
+        """Intel's CPUs, where MKL (torch's float32 BLAS) runs its AVX-512 kernels."""
+        return self.vendor == "GenuineIntel"
+
+    @property
+    def amx_bf16(self) -> bool:
+        """AMX tiles for bfloat16, which torch's CPU flash attention uses through oneDNN's brgemm."""
+        return "amx_bf16" in self.flags
 
     @property
     def native_bf16(self) -> bool:
@@ -57,33 +68,33 @@ class CpuInfo:
         return False
 
 
-def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
-    """(model name, flags) of the first processor listed in `/proc/cpuinfo` text (x86 or ARM)."""
-    model, flags = "", frozenset()
+def parse_cpuinfo(text: str, capability: str) -> CpuInfo:
+    """The first processor listed in `/proc/cpuinfo` text (x86 or ARM), with torch's `capability`."""
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and not model:
-            model = value.strip()
-        elif key in ("flags", "Features") and not flags:
-            flags = frozenset(value.split())
-    return model, flags
-
-
-def _read_proc_cpuinfo() -> tuple[str, frozenset[str]]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model, flags = parse_cpuinfo(f.read())
-    except OSError:
-        model, flags = "", frozenset()
-    return model or platform.processor() or platform.machine(), flags
+        fields.setdefault(key.strip(), value.strip())
+    flags = fields.get("flags", fields.get("Features", ""))
+    return CpuInfo(
+        model=fields.get("model name", ""),
+        flags=frozenset(flags.split()),
+        capability=capability,
+        vendor=fields.get("vendor_id", ""),
+    )
 
 
 @functools.cache
 def cpu_info() -> CpuInfo:
     """This machine's CPU (cached; tests replace it with `monkeypatch`)."""
-    model, flags = _read_proc_cpuinfo()
-    return CpuInfo(model=model, flags=flags, capability=torch.backends.cpu.get_cpu_capability())
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    info = parse_cpuinfo(text, torch.backends.cpu.get_cpu_capability())
+    if not info.model:
+        info = dataclasses.replace(info, model=platform.processor() or platform.machine())
+    return info
 
 
 def fast_dtype(device: str | torch.device = "cpu") -> torch.dtype:
