@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures.cpus import ZEN3, ZEN5, fake_cpu
+from fixtures.cpus import SAPPHIRE, ZEN3, ZEN5, fake_cpu
 from sfumato.runtime.packing import PackedConv2d, PackedLinear, mkldnn_packing_available
 from sfumato.runtime.winograd import winograd_available
 
@@ -20,11 +20,12 @@ def generate(pipe, size: int | None = None) -> np.ndarray:
 
 
 def assert_vae_prepared_for_the_cpu(pipe) -> None:
-    """Winograd (NCHW) where torch has NNPACK on AVX2, else channels-last weights for oneDNN."""
+    """Winograd (NCHW) where torch has NNPACK on AVX2 or Intel AVX-512, else channels-last weights for oneDNN."""
     from sfumato.runtime.cpu import cpu_info
 
+    info = cpu_info()
     conv = pipe.vae.decoder.conv_in
-    if winograd_available() and not cpu_info().capability.startswith("AVX512"):
+    if winograd_available() and (info.intel or not info.capability.startswith("AVX512")):
         assert isinstance(conv, PackedConv2d) and conv._sfumato_winograd and conv.weight.is_contiguous()
     else:
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -77,7 +78,7 @@ def test_a_pipeline_loaded_and_run_under_inference_mode_packs_and_matches(sd_fol
 
 
 @pytest.mark.skipif(not winograd_available(), reason="needs a torch build with NNPACK")
-@pytest.mark.parametrize("machine", ["avx2", "avx512"])
+@pytest.mark.parametrize("machine", ["avx2", "avx512", "intel-avx512"])
 def test_exact_mode_with_winograd_equals_diffusers_on_large_maps(
     sd_folder, nnpack_calls, monkeypatch, machine
 ) -> None:
@@ -85,7 +86,9 @@ def test_exact_mode_with_winograd_equals_diffusers_on_large_maps(
 
     import sfumato
 
-    fake_cpu(monkeypatch, ZEN3 if machine == "avx2" else ZEN5)  # which maps take Winograd
+    fake_cpu(
+        monkeypatch, {"avx2": ZEN3, "avx512": ZEN5, "intel-avx512": SAPPHIRE}[machine]
+    )  # which maps take Winograd
 
     size = 512  # 64x64 latents: the UNet's first and last convolutions and the whole VAE decoder qualify
     reference = generate(diffusers.StableDiffusionPipeline.from_pretrained(sd_folder), size)
@@ -95,9 +98,8 @@ def test_exact_mode_with_winograd_equals_diffusers_on_large_maps(
     assert image.shape == reference.shape == (1, size, size, 3)
     assert np.abs(image - reference).max() < 1 / 255
     assert (2, 8, 512, 512) not in nnpack_calls
-    assert ((1, 8, 512, 512) in nnpack_calls) == (
-        machine == "avx2"
-    )  # VAE, per sample; channels-last on AVX-512
+    # the VAE decoder, per sample; channels-last on AMD's AVX-512
+    assert ((1, 8, 512, 512) in nnpack_calls) == (machine != "avx512")
     assert_vae_prepared_for_the_cpu(pipe)
     # the UNet's 64x64 maps (32 channels) on AVX2 only: AVX-512 oneDNN beats NNPACK there
     assert any(shape[:2] == (1, 32) and shape[2:] == (64, 64) for shape in nnpack_calls) == (

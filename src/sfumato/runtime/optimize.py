@@ -15,9 +15,9 @@
     22-90 to ~155 GFLOP/s. Only weights used in place from memory-mapped files are packed (their
     pages are given back), so resident memory does not grow. The first call pays for the packing
     (~6 s for SD1.5's UNet on 2 cores), which is repaid from the third UNet call on;
-  - on AVX-512 CPUs, or where torch has no NNPACK, the VAE's convolution weights in channels-last
-    layout instead, where oneDNN's 3x3 kernels run faster on its large maps (0.78x of NCHW at
-    256 px on an EPYC Zen 5);
+  - on AMD's AVX-512 CPUs, or where torch has no NNPACK, the VAE's convolution weights in
+    channels-last layout instead, where oneDNN's 3x3 kernels run faster on its large maps (0.78x of
+    NCHW at 256 px on an EPYC Zen 5); on Intel's, Winograd beats both (`_winograd_suits_vae`);
   - on AVX-512 CPUs, float32 self-attention over 2048 tokens and more head by head through
     oneDNN's GEMMs (`runtime.attention.exact_attention`): 0.6-0.7x SDPA's time, same rounding.
   SD1.5 end to end: 0.59-0.62x diffusers' time at 256 px, 0.71-0.81x at 512 px (AVX2 EPYC, bench/README.md).
@@ -86,12 +86,10 @@ def optimize(
         policy: Policy = "all" if mode == "fast" else "neutral"
         winograd = winograd and winograd_available()
         if isinstance(vae, torch.nn.Module):
-            # Winograd takes NCHW. On AVX2 it beats channels-last oneDNN 2-3x on the VAE's maps; on
-            # AVX-512 oneDNN's wider kernels win at 256 px (1.6 s against 1.75) and tie at 512 px
-            # with 0.2 GiB less memory (EPYC Zen 5), so a float32 VAE goes channels-last there.
-            # Other dtypes stay NCHW: channels-last bf16 rounds differently from diffusers' (3/255),
-            # and the fast mode's packed bf16 kernels are NCHW (faster than channels-last, measured)
-            vae_winograd = winograd and not cpu.cpu_info().capability.startswith("AVX512")
+            # Winograd takes NCHW. Other dtypes stay NCHW too: channels-last bf16 rounds differently
+            # from diffusers' (3/255), and the fast mode's packed bf16 kernels are NCHW (faster than
+            # channels-last, measured).
+            vae_winograd = winograd and _winograd_suits_vae(cpu.cpu_info())
             if vae_winograd or vae.dtype != torch.float32:
                 pack_weights(vae, policy, winograd=vae_winograd)
             else:
@@ -119,6 +117,19 @@ def undo_cpu_layout(pipe: DiffusionPipeline) -> None:
                 if param.dim() == 4 and not param.is_contiguous():
                     param.data = param.data.contiguous()
     object.__setattr__(pipe, "_cpu_layout", False)
+
+
+def _winograd_suits_vae(info: cpu.CpuInfo) -> bool:
+    """Whether a float32 VAE decodes faster through Winograd than through channels-last oneDNN.
+
+    - AVX2 (EPYC Zen 3): Winograd is 2-3x faster on the VAE's maps.
+    - AVX-512 on AMD (EPYC Zen 5): oneDNN's wider kernels win at 256 px (1.6 s against 1.75) and tie
+      at 512 px with 0.2 GiB less memory.
+    - AVX-512 on Intel (a Xeon with AMX, 2026-12-03): Winograd wins, 3.9 s against 4.3 at 256 px
+      and 14.2 s against 16.2 at 512 px (`python bench/conv.py` agrees: 0.75-0.81x on 128x128 and
+      256x256 maps), and plain NCHW oneDNN, what diffusers runs, took 21.9 s.
+    """
+    return info.intel or not info.capability.startswith("AVX512")
 
 
 def _to_channels_last(module: torch.nn.Module) -> None:
