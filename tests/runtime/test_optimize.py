@@ -86,9 +86,8 @@ def test_exact_mode_with_winograd_equals_diffusers_on_large_maps(
 
     import sfumato
 
-    fake_cpu(
-        monkeypatch, {"avx2": ZEN3, "avx512": ZEN5, "intel-avx512": SAPPHIRE}[machine]
-    )  # which maps take Winograd
+    machines = {"avx2": ZEN3, "avx512": ZEN5, "intel-avx512": SAPPHIRE}
+    fake_cpu(monkeypatch, machines[machine])  # which maps take Winograd
 
     size = 512  # 64x64 latents: the UNet's first and last convolutions and the whole VAE decoder qualify
     reference = generate(diffusers.StableDiffusionPipeline.from_pretrained(sd_folder), size)

@@ -18,8 +18,9 @@
   - on AMD's AVX-512 CPUs, or where torch has no NNPACK, the VAE's convolution weights in
     channels-last layout instead, where oneDNN's 3x3 kernels run faster on its large maps (0.78x of
     NCHW at 256 px on an EPYC Zen 5); on Intel's, Winograd beats both (`_winograd_suits_vae`);
-  - on AVX-512 CPUs, float32 self-attention over 2048 tokens and more head by head through
-    oneDNN's GEMMs (`runtime.attention.exact_attention`): 0.6-0.7x SDPA's time, same rounding.
+  - on AMD's AVX-512 CPUs, float32 self-attention over 2048 tokens and more head by head through
+    oneDNN's GEMMs (`runtime.attention.exact_attention`): 0.6-0.7x SDPA's time, same rounding (on
+    Intel's, SDPA's kernels are the faster ones).
   SD1.5 end to end: 0.59-0.62x diffusers' time at 256 px, 0.71-0.81x at 512 px (AVX2 EPYC, bench/README.md).
 - mode "fast" (tiny numeric differences accepted): also the fastest compute dtype for the device,
   bfloat16 on CPUs with native bf16 (avx512_bf16 / AMX), float32 elsewhere, float16 on CUDA; the
