@@ -20,12 +20,12 @@ def generate(pipe, size: int | None = None) -> np.ndarray:
 
 
 def assert_vae_prepared_for_the_cpu(pipe) -> None:
-    """Winograd (NCHW) where torch has NNPACK on AVX2 or Intel AVX-512, else channels-last weights for oneDNN."""
+    """Winograd (NCHW) where torch has NNPACK and it suits this CPU, else channels-last weights for oneDNN."""
     from sfumato.runtime.cpu import cpu_info
+    from sfumato.runtime.optimize import _winograd_suits_vae
 
-    info = cpu_info()
     conv = pipe.vae.decoder.conv_in
-    if winograd_available() and (info.intel or not info.capability.startswith("AVX512")):
+    if winograd_available() and _winograd_suits_vae(cpu_info()):
         assert isinstance(conv, PackedConv2d) and conv._sfumato_winograd and conv.weight.is_contiguous()
     else:
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
