@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from fixtures.cpus import SAPPHIRE, ZEN3, fake_cpu
 from sfumato.runtime.packing import (
     PackedConv2d,
     PackedLinear,
@@ -19,6 +20,13 @@ from sfumato.runtime.packing import (
 )
 
 pytestmark = pytest.mark.skipif(not mkldnn_packing_available(), reason="needs x86 torch with oneDNN")
+
+
+@pytest.fixture(autouse=True)
+def every_float32_weight_packs(monkeypatch):
+    """The packing's mechanics on a CPU where it packs every float32 weight (AMD's; not Intel's, below)."""
+    fake_cpu(monkeypatch, ZEN3)
+
 
 CASES = [
     (nn.Conv2d(64, 96, 3, padding=1), (2, 64, 16, 16)),
@@ -242,3 +250,22 @@ def test_packing_mmapped_weights_does_not_grow_resident_memory(tmp_path) -> None
     assert growth < 64 * 2**20, (
         f"resident memory grew by {growth / 2**20:.0f} MiB for 256 MiB of packed weights"
     )
+
+
+def test_on_intel_avx512_float32_packs_only_convolutions_on_small_maps(monkeypatch) -> None:
+    """MKL's sgemm and oneDNN's own convolutions on large maps are as fast there: packing them only
+    cost time and a second reorder of the weights in the first call."""
+    fake_cpu(monkeypatch, SAPPHIRE)
+    torch.manual_seed(0)
+    conv, linear = nn.Conv2d(16, 16, 3, padding=1), nn.Linear(64, 64)
+    packed_conv, packed_linear = copy.deepcopy(conv), copy.deepcopy(linear)
+    pack_weights(packed_conv, "all")
+    pack_weights(packed_linear, "all")
+    with torch.no_grad():
+        small, large = torch.randn(2, 16, 16, 16), torch.randn(2, 16, 32, 32)
+        assert relative_difference(packed_conv(small), conv(small)) < 1e-5
+        assert packed_conv._sfumato_pack is not None
+        assert torch.equal(packed_conv(large), conv(large))  # oneDNN's plain kernel, as nn.Conv2d
+        assert packed_conv._sfumato_pack is None  # the small map's copy went
+        x = torch.randn(8, 64)
+        assert torch.equal(packed_linear(x), linear(x)) and packed_linear._sfumato_pack is None

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cpu import cpu_info
+from . import cpu
 from .pages import drop_pages, file_mappings, in_file_mapping, populate
 from .winograd import winograd_available, winograd_conv2d, winograd_suits, winograd_usable
 
@@ -63,7 +63,7 @@ def mkldnn_packing_available() -> bool:
 
 def _packable_dtypes() -> tuple[torch.dtype, ...]:
     # bf16 kernels exist only with native bf16; elsewhere bf16 is a trap anyway (runtime.dtypes warns)
-    return (torch.float32, torch.bfloat16) if cpu_info().native_bf16 else (torch.float32,)
+    return (torch.float32, torch.bfloat16) if cpu.cpu_info().native_bf16 else (torch.float32,)
 
 
 class _PackedWeight:
@@ -150,6 +150,9 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
             # copy packed for an earlier input goes, as the plain kernel reads the weight itself.
             self._drop_pack()
             return super().forward(x)
+        if not _packing_pays(self.weight, x.shape[2] * x.shape[3]):
+            self._drop_pack()
+            return super().forward(x)
         packed = self._packed_for(x, tuple(x.shape))
         if packed is None:
             return super().forward(x)
@@ -186,11 +189,34 @@ class PackedLinear(_PackedWeight, nn.Linear):
         return torch.ops.mkldnn._reorder_linear_weight(weight, shape_key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        usable = x.dim() >= 2 and x.numel() and not self._plain_needed(x)
+        usable = x.dim() >= 2 and x.numel() and not self._plain_needed(x) and _packing_pays(self.weight, None)
         packed = self._packed_for(x, x.numel() // x.shape[-1]) if usable else None
         if packed is None:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+
+
+# Largest map (pixels) on which packing a float32 convolution's weight pays on Intel's AVX-512 CPUs
+SMALL_MAP = 16 * 16
+
+
+def _packing_pays(weight: torch.Tensor, area: int | None) -> bool:
+    """Whether packing `weight` beats oneDNN's / MKL's own path for a map of `area` pixels (None: a linear).
+
+    On Intel's AVX-512 CPUs in float32 only convolutions on small maps gain (a Xeon with AMX,
+    `bench/conv.py`: 1280 channels at 4x4 8.8 ms packed against 20.7 plain, at 8x8 21.7 against
+    29.9, at 16x16 63 against 75; none on SD1.5's larger maps), and MKL's sgemm, what `F.linear` runs
+    there, is as fast as oneDNN's packed GEMMs on the UNet's linears (within ±5%). Packing those
+    only made the first call slower: SD1.5's first 256 px UNet call took 5.6 s with every weight
+    packed, 4.5 s with this rule, and the later calls the same 2.5 s. On AMD's CPUs, where MKL
+    takes slower paths, and in bfloat16, packing paid everywhere it was measured.
+    """
+    if weight.dtype != torch.float32:
+        return True
+    info = cpu.cpu_info()
+    if not (info.intel and info.capability.startswith("AVX512")):
+        return True
+    return area is not None and area <= SMALL_MAP
 
 
 def _plain_layout(x: torch.Tensor) -> bool:
