@@ -252,9 +252,9 @@ def test_packing_mmapped_weights_does_not_grow_resident_memory(tmp_path) -> None
     )
 
 
-def test_on_intel_avx512_float32_packs_only_convolutions_on_small_maps(monkeypatch) -> None:
-    """MKL's sgemm and oneDNN's own convolutions on large maps are as fast there: packing them only
-    cost time and a second reorder of the weights in the first call."""
+def test_on_intel_avx512_float32_convolutions_pack_only_on_small_maps(monkeypatch) -> None:
+    """oneDNN's own convolutions on large maps are as fast there: packing them only cost time in the
+    first call. Linears still pack."""
     fake_cpu(monkeypatch, SAPPHIRE)
     torch.manual_seed(0)
     conv, linear = nn.Conv2d(16, 16, 3, padding=1), nn.Linear(64, 64)
@@ -268,4 +268,5 @@ def test_on_intel_avx512_float32_packs_only_convolutions_on_small_maps(monkeypat
         assert torch.equal(packed_conv(large), conv(large))  # oneDNN's plain kernel, as nn.Conv2d
         assert packed_conv._sfumato_pack is None  # the small map's copy went
         x = torch.randn(8, 64)
-        assert torch.equal(packed_linear(x), linear(x)) and packed_linear._sfumato_pack is None
+        assert relative_difference(packed_linear(x), linear(x)) < 1e-5
+        assert packed_linear._sfumato_pack is not None

@@ -189,7 +189,7 @@ class PackedLinear(_PackedWeight, nn.Linear):
         return torch.ops.mkldnn._reorder_linear_weight(weight, shape_key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        usable = x.dim() >= 2 and x.numel() and not self._plain_needed(x) and _packing_pays(self.weight, None)
+        usable = x.dim() >= 2 and x.numel() and not self._plain_needed(x)
         packed = self._packed_for(x, x.numel() // x.shape[-1]) if usable else None
         if packed is None:
             return F.linear(x, self.weight, self.bias)
@@ -200,23 +200,22 @@ class PackedLinear(_PackedWeight, nn.Linear):
 SMALL_MAP = 16 * 16
 
 
-def _packing_pays(weight: torch.Tensor, area: int | None) -> bool:
-    """Whether packing `weight` beats oneDNN's / MKL's own path for a map of `area` pixels (None: a linear).
+def _packing_pays(weight: torch.Tensor, area: int) -> bool:
+    """Whether packing a convolution's `weight` beats oneDNN's own path on a map of `area` pixels.
 
-    On Intel's AVX-512 CPUs in float32 only convolutions on small maps gain (a Xeon with AMX,
-    `bench/conv.py`: 1280 channels at 4x4 8.8 ms packed against 20.7 plain, at 8x8 21.7 against
-    29.9, at 16x16 63 against 75; none on SD1.5's larger maps), and MKL's sgemm, what `F.linear` runs
-    there, is as fast as oneDNN's packed GEMMs on the UNet's linears (within ±5%). Packing those
-    only made the first call slower: SD1.5's first 256 px UNet call took 5.6 s with every weight
-    packed, 4.5 s with this rule, and the later calls the same 2.5 s. On AMD's CPUs, where MKL
-    takes slower paths, and in bfloat16, packing paid everywhere it was measured.
+    On Intel's AVX-512 CPUs in float32 only small maps gain (a Xeon with AMX, `bench/conv.py`: 1280
+    channels at 4x4 8.8 ms packed against 20.7 plain, at 8x8 21.7 against 29.9, at 16x16 63 against
+    75); on SD1.5's larger maps the UNet ran as fast with plain weights (2.43 s per 256 px call
+    either way, interleaved in one process), and packing them only lengthened the first call by
+    ~0.3 s. (Its linears do gain: 2.19 s with every linear packed, 2.33 with none.) On AMD's CPUs
+    and in bfloat16, packing paid everywhere it was measured.
     """
     if weight.dtype != torch.float32:
         return True
     info = cpu.cpu_info()
     if not (info.intel and info.capability.startswith("AVX512")):
         return True
-    return area is not None and area <= SMALL_MAP
+    return area <= SMALL_MAP
 
 
 def _plain_layout(x: torch.Tensor) -> bool:
