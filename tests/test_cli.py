@@ -84,6 +84,35 @@ def test_help_reads_without_torch():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are Linux's")
+@pytest.mark.parametrize("user_setting", [None, "0"])
+def test_the_command_asks_torch_for_huge_pages_unless_the_user_said_otherwise(user_setting):
+    code = (
+        "import os, sys; from sfumato.cli import main\n"
+        "try: main(['--version'])\n"
+        "except SystemExit: pass\n"
+        "import torch; t = torch.ones(2**26)\n"  # 256 MB, touched
+        "huge = [l.split()[1] for l in open('/proc/self/smaps_rollup') if l.startswith('AnonHugePages')]\n"
+        "print(os.environ.get('THP_MEM_ALLOC_ENABLE'), int(huge[0]) if huge else -1)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if user_setting is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = user_setting
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    setting, huge_kib = out.stdout.split()[-2:]
+    assert setting == (user_setting or "1")
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="utf-8") as f:
+            mode = f.read()  # e.g. "always [madvise] never"
+    except OSError:
+        mode = "[never]"
+    if user_setting == "0" and "[madvise]" in mode:
+        assert int(huge_kib) < 128 * 1024  # only asked-for memory gets huge pages: none of torch's
+    elif user_setting is None and "[never]" not in mode:
+        assert int(huge_kib) >= 128 * 1024  # most of the 256 MB tensor sits in 2 MiB pages
+
+
 def test_info_reads_components_from_headers(tmp_path, capsys):
     import torch
     from safetensors.torch import save_file
