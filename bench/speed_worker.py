@@ -4,7 +4,9 @@
     python bench/speed_worker.py LIB --load FOLDER DTYPE VARIANT      # peak RSS of loading only
 
 LIB is `diffusers` or `sfumato`; MODE is `default` for diffusers and `exact`, `exact+mem` (with
-`keep_freed_memory()`) or `fast` for sfumato. LAUNCH_TIME is the parent's `time.time()` just
+`keep_freed_memory()`), `cli` (exact mode with the `sfumato` command's process settings: kept
+freed memory, and huge pages, which bench/speed.py asks for in this process's environment) or `fast`
+for sfumato. LAUNCH_TIME is the parent's `time.time()` just
 before starting this process, so the whole-process figure includes interpreter start-up.
 """
 
@@ -75,7 +77,7 @@ def main(lib: str, folder: str, size: int, dtype_name: str, mode: str, launch: f
     if lib == "sfumato":
         from sfumato import runtime
 
-        if "mem" in mode:
+        if "mem" in mode or mode == "cli":
             runtime.keep_freed_memory()
         if mode.startswith("fast"):
             pipe.optimize("fast")  # exact mode is what from_pretrained already gave
