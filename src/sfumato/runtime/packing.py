@@ -205,10 +205,10 @@ def _packing_pays(weight: torch.Tensor, area: int) -> bool:
 
     On Intel's AVX-512 CPUs in float32 only small maps gain (a Xeon with AMX, `bench/conv.py`: 1280
     channels at 4x4 8.8 ms packed against 20.7 plain, at 8x8 21.7 against 29.9, at 16x16 63 against
-    75); on SD1.5's larger maps the UNet ran as fast with plain weights (2.43 s per 256 px call
-    either way, interleaved in one process), and packing them only lengthened the first call by
-    ~0.3 s. (Its linears do gain: 2.19 s with every linear packed, 2.33 with none.) On AMD's CPUs
-    and in bfloat16, packing paid everywhere it was measured.
+    75); on SD1.5's larger maps the UNet ran as fast with plain weights (`python bench/packing_ab.py`:
+    a wash within the host's ±5%), and packing them only lengthened the first call. (Its linears do
+    gain, 1-6%, and stay packed.) On AMD's CPUs and in bfloat16, packing paid everywhere it was
+    measured.
     """
     if weight.dtype != torch.float32:
         return True
