@@ -5,7 +5,7 @@
 
 Arms, interleaved (A B C, C B A, ...) so the host's drift hits each alike; each timed call follows an
 untimed one in the same arm, so a switch's repacking is not counted:
-- `as shipped`: `runtime.packing`'s own choice for this CPU (`_packing_pays`);
+- `as shipped`: `runtime.packing`'s own choice for this CPU (`_fp32_max_area`);
 - `every conv packed`: also the float32 convolutions the rule leaves to oneDNN's own path;
 - `no linear packed`: the linears through `F.linear` (MKL's / oneDNN's own GEMM).
 Prints the median seconds per UNet call (batch 2) of each arm. Uses the bench fixture
@@ -41,28 +41,36 @@ def main() -> None:
     folder = MODELS["sd15"][1]()
     unet = sfumato.StableDiffusionPipeline.from_pretrained(folder, safety_checker=None).unet
     inputs, kwargs = unet_inputs(unet, args.size, unet.dtype, torch.Generator().manual_seed(1))
-    shipped_rule, packed_linear = packing._packing_pays, packing.PackedLinear.forward
+    convs = [m for m in unet.modules() if isinstance(m, packing.PackedConv2d)]
+    shipped_areas = [m._sfumato_fp32_max_area for m in convs]
+    packed_linear = packing.PackedLinear.forward
 
     def plain_linear(self, x):
         return F.linear(x, self.weight, self.bias)
 
-    arms = {
-        "as shipped": (shipped_rule, packed_linear),
-        "every conv packed": (lambda weight, area: True, packed_linear),
-        "no linear packed": (shipped_rule, plain_linear),
+    arms = {  # each convolution's largest packed map, the linears' forward
+        "as shipped": (shipped_areas, packed_linear),
+        "every conv packed": ([None] * len(convs), packed_linear),
+        "no linear packed": (shipped_areas, plain_linear),
     }
+
+    def use(arm: str) -> None:
+        areas, packing.PackedLinear.forward = arms[arm]
+        for conv, area in zip(convs, areas, strict=True):
+            conv._sfumato_fp32_max_area = area
+
     times: dict[str, list[float]] = {name: [] for name in arms}
     print(f"{cpu_line()} | SD1.5 UNet, {args.size} px, float32, exact mode")
     with torch.inference_mode():
         for round_ in range(args.pairs * 2):
             order = list(arms) if round_ % 2 == 0 else list(arms)[::-1]
             for name in order:
-                packing._packing_pays, packing.PackedLinear.forward = arms[name]
+                use(name)
                 unet(*inputs, **kwargs)  # repacks what this arm packs
                 start = time.perf_counter()
                 unet(*inputs, **kwargs)
                 times[name].append(time.perf_counter() - start)
-    packing._packing_pays, packing.PackedLinear.forward = shipped_rule, packed_linear
+    use("as shipped")
     for name, values in times.items():
         print(f"{name:18s} {statistics.median(values):.3f} s per call ({len(values)} calls)")
 

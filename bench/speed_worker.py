@@ -4,10 +4,10 @@
     python bench/speed_worker.py LIB --load FOLDER DTYPE VARIANT      # peak RSS of loading only
 
 LIB is `diffusers` or `sfumato`; MODE is `default` for diffusers and `exact`, `exact+mem` (with
-`keep_freed_memory()`), `cli` (exact mode with the `sfumato` command's process settings: kept
-freed memory, and huge pages, which bench/speed.py asks for in this process's environment) or `fast`
-for sfumato. LAUNCH_TIME is the parent's `time.time()` just
-before starting this process, so the whole-process figure includes interpreter start-up.
+`keep_freed_memory()`), `cli` (exact mode with the `sfumato` command's process settings: kept freed
+memory, and huge pages, which bench/speed.py asks for in this process's environment) or `fast` for
+sfumato. LAUNCH_TIME is the parent's `time.time()` just before starting this process, so the
+whole-process figure includes interpreter start-up.
 """
 
 from __future__ import annotations

@@ -75,6 +75,7 @@ class _PackedWeight:
     _sfumato_dtypes: tuple[torch.dtype, ...]
     _sfumato_policy: Policy
     _sfumato_winograd: bool
+    _sfumato_fp32_max_area: int | None  # convolutions: see `_fp32_max_area`
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (`torch.save(model)`, `copy.deepcopy`) without the packed copy: oneDNN's opaque
@@ -143,14 +144,15 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
             return super().forward(x)
         if self._winograd_suits(x, 1):
             return winograd_conv2d(x, self.weight, self.bias, self.padding)  # type: ignore[arg-type]
-        if self.kernel_size == (1, 1) and _plain_layout(x):
-            # oneDNN's packed kernels compute channels-last: an NCHW input (a VAE's shortcut after
-            # Winograd's NCHW convolutions) would be copied to channels-last and its output come
-            # back channels-last into NCHW sums. A 1x1 weight is cheap to reorder on each call; a
-            # copy packed for an earlier input goes, as the plain kernel reads the weight itself.
-            self._drop_pack()
-            return super().forward(x)
-        if not _packing_pays(self.weight, x.shape[2] * x.shape[3]):
+        max_area = self._sfumato_fp32_max_area
+        if (self.kernel_size == (1, 1) and _plain_layout(x)) or (
+            max_area is not None and self.weight.dtype == torch.float32 and x.shape[2] * x.shape[3] > max_area
+        ):
+            # A 1x1 on an NCHW input: oneDNN's packed kernels compute channels-last, so the input (a
+            # VAE's shortcut after Winograd's NCHW convolutions) would be copied to channels-last
+            # and its output come back channels-last into NCHW sums; a 1x1 weight is cheap to
+            # reorder on each call. A large map where packing does not pay (`_fp32_max_area`). In
+            # both, a copy packed for an earlier input goes, as the plain kernel reads the weight.
             self._drop_pack()
             return super().forward(x)
         packed = self._packed_for(x, tuple(x.shape))
@@ -200,8 +202,8 @@ class PackedLinear(_PackedWeight, nn.Linear):
 SMALL_MAP = 16 * 16
 
 
-def _packing_pays(weight: torch.Tensor, area: int) -> bool:
-    """Whether packing a convolution's `weight` beats oneDNN's own path on a map of `area` pixels.
+def _fp32_max_area() -> int | None:
+    """Largest map (pixels) on which packing a float32 convolution's weight pays on this CPU; None: any.
 
     On Intel's AVX-512 CPUs in float32 only small maps gain (a Xeon with AMX, `bench/conv.py`: 1280
     channels at 4x4 8.8 ms packed against 20.7 plain, at 8x8 21.7 against 29.9, at 16x16 63 against
@@ -210,12 +212,8 @@ def _packing_pays(weight: torch.Tensor, area: int) -> bool:
     gain, 1-6%, and stay packed.) On AMD's CPUs and in bfloat16, packing paid everywhere it was
     measured.
     """
-    if weight.dtype != torch.float32:
-        return True
     info = cpu.cpu_info()
-    if not (info.intel and info.capability.startswith("AVX512")):
-        return True
-    return area <= SMALL_MAP
+    return SMALL_MAP if info.intel and info.capability.startswith("AVX512") else None
 
 
 def _plain_layout(x: torch.Tensor) -> bool:
@@ -257,7 +255,7 @@ def _release_scratch(*_: Any) -> None:
 _PACKED = {nn.Conv2d: PackedConv2d, nn.Linear: PackedLinear}
 _STATE = (
     "_sfumato_pack_key", "_sfumato_pack", "_sfumato_mappings", "_sfumato_dtypes", "_sfumato_policy",
-    "_sfumato_winograd",
+    "_sfumato_winograd", "_sfumato_fp32_max_area",
 )  # fmt: skip
 
 
@@ -280,6 +278,7 @@ def _reset(
     child._sfumato_pack_key, child._sfumato_pack = None, None
     child._sfumato_mappings, child._sfumato_dtypes, child._sfumato_policy = mappings, dtypes, policy
     child._sfumato_winograd = winograd and _winograd_shaped(child)
+    child._sfumato_fp32_max_area = _fp32_max_area() if isinstance(child, nn.Conv2d) else None
 
 
 def pack_weights(module: nn.Module, policy: Policy = "neutral", *, winograd: bool = False) -> int:
