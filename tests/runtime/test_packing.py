@@ -270,3 +270,57 @@ def test_on_intel_avx512_float32_convolutions_pack_only_on_small_maps(monkeypatc
         x = torch.randn(8, 64)
         assert relative_difference(packed_linear(x), linear(x)) < 1e-5
         assert packed_linear._sfumato_pack is not None
+
+
+@pytest.mark.parametrize(("batch", "bias"), [(1, True), (2, False), (3, True)])
+def test_a_1x1_convolution_of_an_nchw_input_is_one_matrix_product_per_sample(batch, bias) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(48, 24, 1, bias=bias)
+    packed = copy.deepcopy(conv)
+    pack_weights(packed, "all")
+    x = torch.randn(batch, 48, 8, 8)
+    with torch.no_grad():
+        out = packed(x)
+        assert out.shape == (batch, 24, 8, 8) and out.is_contiguous()
+        assert relative_difference(out, conv(x)) < 1e-5
+        strided = nn.Conv2d(48, 24, 1, stride=2)  # not a plain product: nn.Conv2d's own forward
+        packed_strided = copy.deepcopy(strided)
+        pack_weights(packed_strided, "all")
+        assert torch.equal(packed_strided(x), strided(x))
+
+
+def test_geglu_applies_its_gelu_inside_the_packed_gate_projection() -> None:
+    from sfumato.nn.transformer import GEGLU
+
+    torch.manual_seed(0)
+    plain = GEGLU(32, 64)
+    fused = copy.deepcopy(plain)
+    pack_weights(fused, "all")
+    x = torch.randn(2, 40, 32) * 3
+    with torch.no_grad():
+        out, expected = fused(x), plain(x)
+    assert isinstance(fused.proj._sfumato_pack, tuple)  # the two halves packed apart: the fused path ran
+    assert out.shape == expected.shape == (2, 40, 64)
+    assert relative_difference(out, expected) < 1e-5
+    with torch.no_grad():  # the projection called on its own still gives the whole 2x wide output
+        assert relative_difference(fused.proj(x), plain.proj(x)) < 1e-5
+
+
+def test_geglu_in_bfloat16_fuses_only_outside_exact_mode(monkeypatch) -> None:
+    """Fused, the GELU sees the float32 sums before bf16 rounding: not diffusers' bf16 values."""
+    from sfumato.nn.transformer import GEGLU
+
+    fake_cpu(monkeypatch, SAPPHIRE)  # native bf16: bf16 weights are packed
+    torch.manual_seed(0)
+    plain = GEGLU(32, 64).to(torch.bfloat16)
+    exact, fast = copy.deepcopy(plain), copy.deepcopy(plain)
+    pack_weights(exact, "all")
+    pack_weights(fast, "all", exact=False)
+    x = torch.randn(2, 40, 32, dtype=torch.bfloat16) * 3
+    with torch.no_grad():
+        expected = plain(x)
+        assert torch.equal(exact(x), expected)
+        assert not isinstance(exact.proj._sfumato_pack, tuple)
+        close = fast(x)
+    assert isinstance(fast.proj._sfumato_pack, tuple)
+    assert relative_difference(close.float(), expected.float()) < 2e-2

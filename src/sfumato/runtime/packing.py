@@ -76,6 +76,7 @@ class _PackedWeight:
     _sfumato_policy: Policy
     _sfumato_winograd: bool
     _sfumato_fp32_max_area: int | None  # convolutions: see `_fp32_max_area`
+    _sfumato_exact: bool  # bfloat16 rounds like the plain modules: no fused activations
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (`torch.save(model)`, `copy.deepcopy`) without the packed copy: oneDNN's opaque
@@ -97,7 +98,7 @@ class _PackedWeight:
             or torch.is_autocast_enabled("cpu")  # autocast casts inside F.conv2d / F.linear; keep its dtypes
         )
 
-    def _packed_for(self, x: torch.Tensor, shape_key: Any) -> torch.Tensor | None:
+    def _packed_for(self, x: torch.Tensor, shape_key: Any) -> Any:
         """The packed weight for input `x`, packing it now if needed; None to use the plain forward."""
         weight: torch.Tensor = self.weight  # type: ignore[attr-defined]
         if (
@@ -118,7 +119,7 @@ class _PackedWeight:
             return packed  # this call's own copy, even if another thread repacks meanwhile
         return self._sfumato_pack
 
-    def _pack(self, weight: torch.Tensor, shape_key: Any) -> torch.Tensor:
+    def _pack(self, weight: torch.Tensor, shape_key: Any) -> Any:
         raise NotImplementedError
 
     def _drop_pack(self) -> None:
@@ -144,15 +145,16 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
             return super().forward(x)
         if self._winograd_suits(x, 1):
             return winograd_conv2d(x, self.weight, self.bias, self.padding)  # type: ignore[arg-type]
+        if self.kernel_size == (1, 1) and _plain_layout(x):
+            # A 1x1 on an NCHW input (a VAE's shortcut after Winograd's NCHW convolutions): oneDNN's
+            # packed kernels compute channels-last, so the input would be copied to channels-last and
+            # the output come back channels-last into NCHW sums. A plain GEMM reads both as they are.
+            self._drop_pack()
+            return self._pointwise_gemm(x)
         max_area = self._sfumato_fp32_max_area
-        if (self.kernel_size == (1, 1) and _plain_layout(x)) or (
-            max_area is not None and self.weight.dtype == torch.float32 and x.shape[2] * x.shape[3] > max_area
-        ):
-            # A 1x1 on an NCHW input: oneDNN's packed kernels compute channels-last, so the input (a
-            # VAE's shortcut after Winograd's NCHW convolutions) would be copied to channels-last
-            # and its output come back channels-last into NCHW sums; a 1x1 weight is cheap to
-            # reorder on each call. A large map where packing does not pay (`_fp32_max_area`). In
-            # both, a copy packed for an earlier input goes, as the plain kernel reads the weight.
+        if max_area is not None and self.weight.dtype == torch.float32 and x.shape[2] * x.shape[3] > max_area:
+            # A large map where packing does not pay (`_fp32_max_area`): an earlier input's packed
+            # copy goes, as the plain kernel reads the weight itself.
             self._drop_pack()
             return super().forward(x)
         packed = self._packed_for(x, tuple(x.shape))
@@ -162,6 +164,26 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
             x, packed, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups,
             "none", [], "",
         )  # fmt: skip
+
+    def _pointwise_gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """This 1x1 convolution of an NCHW `x` as one matrix product per sample: weight @ (C, H*W).
+
+        oneDNN's plain 1x1 kernel on NCHW ran at 95-140 GFLOP/s on a 512 px VAE's 256x256 and 512x512
+        maps where MKL's GEMM reads the same operands at 200-220 (a Xeon with AMX, `bench/conv.py`);
+        both sum in float32, only the order differs.
+        """
+        if self.stride != (1, 1) or self.padding != (0, 0) or self.groups != 1 or self.dilation != (1, 1):
+            return super().forward(x)
+        n, channels, height, width = x.shape
+        weight = self.weight.view(self.out_channels, channels)
+        columns = x.view(n, channels, height * width)
+        if self.bias is None:
+            out = torch.matmul(weight, columns)
+        elif n == 1:
+            out = torch.addmm(self.bias[:, None], weight, columns[0])
+        else:
+            out = torch.baddbmm(self.bias[:, None], weight.expand(n, -1, -1), columns)
+        return out.view(n, self.out_channels, height, width)
 
     def forward_upsampled(self, x: torch.Tensor, factor: int) -> torch.Tensor | None:
         """This convolution of `x` enlarged `factor` times (nearest), fused band by band with Winograd.
@@ -187,7 +209,13 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
 class PackedLinear(_PackedWeight, nn.Linear):
     """`nn.Linear` that runs oneDNN with a weight packed for the current number of rows."""
 
-    def _pack(self, weight: torch.Tensor, shape_key: Any) -> torch.Tensor:
+    def _pack(self, weight: torch.Tensor, shape_key: Any) -> Any:
+        if isinstance(shape_key, tuple):  # ("gated", rows): the two output halves apart
+            half = weight.shape[0] // 2
+            return tuple(
+                torch.ops.mkldnn._reorder_linear_weight(part.contiguous(), shape_key[1])
+                for part in (weight[:half], weight[half:])
+            )
         return torch.ops.mkldnn._reorder_linear_weight(weight, shape_key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -196,6 +224,35 @@ class PackedLinear(_PackedWeight, nn.Linear):
         if packed is None:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+
+    def forward_gated_gelu(self, x: torch.Tensor) -> torch.Tensor | None:
+        """`value * gelu(gate)` of this linear's two output halves (GEGLU), the GELU done inside oneDNN.
+
+        The gate's half runs as its own GEMM with GELU (erf) applied to the float32 sums as they
+        leave the kernel: the 2x wider projection is never written whole, nor read again by a
+        separate GELU. SD1.5's feed-forward at 256 px: 9.7 ms a block in float32 against 15.3
+        (a Xeon with AMX). In float32 the values are those of the separate ops up to float rounding;
+        in bfloat16 the GELU sees the sums before they are rounded to bfloat16, which differs from
+        the separate ops by a bfloat16 step here and there, so it runs only without `exact`.
+        None where this does not apply: the caller then runs the projection and GELU itself.
+        """
+        if (
+            x.dim() < 2
+            or not x.numel()
+            or self.out_features % 2
+            or self._plain_needed(x)
+            or (self._sfumato_exact and self.weight.dtype != torch.float32)
+        ):
+            return None
+        packed = self._packed_for(x, ("gated", x.numel() // x.shape[-1]))
+        if packed is None:
+            return None
+        value_weight, gate_weight = packed
+        half = self.out_features // 2
+        value_bias, gate_bias = (None, None) if self.bias is None else (self.bias[:half], self.bias[half:])
+        gate = torch.ops.mkldnn._linear_pointwise(x, gate_weight, gate_bias, "gelu", [], "none")
+        value = torch.ops.mkldnn._linear_pointwise(x, value_weight, value_bias, "none", [], "")
+        return gate.mul_(value)
 
 
 # Largest map (pixels) on which packing a float32 convolution's weight pays on Intel's AVX-512 CPUs
@@ -255,7 +312,7 @@ def _release_scratch(*_: Any) -> None:
 _PACKED = {nn.Conv2d: PackedConv2d, nn.Linear: PackedLinear}
 _STATE = (
     "_sfumato_pack_key", "_sfumato_pack", "_sfumato_mappings", "_sfumato_dtypes", "_sfumato_policy",
-    "_sfumato_winograd", "_sfumato_fp32_max_area",
+    "_sfumato_winograd", "_sfumato_fp32_max_area", "_sfumato_exact",
 )  # fmt: skip
 
 
@@ -272,20 +329,25 @@ def _winograd_shaped(child: nn.Module) -> bool:
 
 
 def _reset(
-    child: nn.Module, mappings: list[tuple[int, int]], dtypes: tuple, policy: Policy, winograd: bool
+    child: nn.Module, mappings: list[tuple[int, int]], dtypes: tuple, policy: Policy, winograd: bool, exact: bool
 ) -> None:
     """Fresh packing state: nothing packed yet; the next call packs under `policy`."""
     child._sfumato_pack_key, child._sfumato_pack = None, None
     child._sfumato_mappings, child._sfumato_dtypes, child._sfumato_policy = mappings, dtypes, policy
+    child._sfumato_exact = exact
     child._sfumato_winograd = winograd and _winograd_shaped(child)
     child._sfumato_fp32_max_area = _fp32_max_area() if isinstance(child, nn.Conv2d) else None
 
 
-def pack_weights(module: nn.Module, policy: Policy = "neutral", *, winograd: bool = False) -> int:
+def pack_weights(
+    module: nn.Module, policy: Policy = "neutral", *, winograd: bool = False, exact: bool = True
+) -> int:
     """Make `module`'s convolutions and linears use packed weights on CPU; returns how many were switched.
 
     Only exact `nn.Conv2d` (zero padding given as numbers) and `nn.Linear` are switched, never
     subclasses with their own forward. See the module docstring for `policy` and `winograd`.
+    `exact=False` lets bfloat16 linears fuse their activation (`PackedLinear.forward_gated_gelu`):
+    one rounding instead of two, no longer equal to the plain modules' bfloat16 results.
     """
     if policy not in ("neutral", "all", "none"):
         raise ValueError(f'policy must be "neutral", "all" or "none", got {policy!r}')
@@ -315,7 +377,7 @@ def pack_weights(module: nn.Module, policy: Policy = "neutral", *, winograd: boo
             if not packable and not (winograd and _winograd_shaped(child)):
                 continue
             child.__class__ = packed_class
-        _reset(child, mappings, dtypes, policy, winograd)
+        _reset(child, mappings, dtypes, policy, winograd, exact)
         switched += 1
     return switched
 
