@@ -99,7 +99,9 @@ def optimize(
                 _to_channels_last(vae)
                 object.__setattr__(pipe, "_cpu_layout", True)
         if isinstance(unet, torch.nn.Module) and not compile and (packing or winograd):
-            count = pack_weights(unet, policy if packing else "none", winograd=winograd, exact=mode == "exact")
+            count = pack_weights(
+                unet, policy if packing else "none", winograd=winograd, exact=mode == "exact"
+            )
             logger.debug("switched %d UNet modules to packed / Winograd kernels", count)
     if compile:
         _compile_unet(pipe)

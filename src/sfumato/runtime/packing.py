@@ -329,7 +329,12 @@ def _winograd_shaped(child: nn.Module) -> bool:
 
 
 def _reset(
-    child: nn.Module, mappings: list[tuple[int, int]], dtypes: tuple, policy: Policy, winograd: bool, exact: bool
+    child: nn.Module,
+    mappings: list[tuple[int, int]],
+    dtypes: tuple,
+    policy: Policy,
+    winograd: bool,
+    exact: bool,
 ) -> None:
     """Fresh packing state: nothing packed yet; the next call packs under `policy`."""
     child._sfumato_pack_key, child._sfumato_pack = None, None
