@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fixtures.cpus import SAPPHIRE, ZEN3, ZEN5, fake_cpu
-from sfumato.runtime.packing import PackedConv2d, PackedLinear, mkldnn_packing_available
+from sfumato.runtime.packing import MANY_ROWS, PackedConv2d, PackedLinear, mkldnn_packing_available
 from sfumato.runtime.winograd import winograd_available
 
 PROMPT = "a small red circle in the top left on a blue background"
@@ -41,10 +41,14 @@ def test_exact_mode_equals_diffusers(sd_folder, monkeypatch, machine) -> None:
     size = 256  # 32x32 latents: maps above and below the 16x16 of Intel's rule
     reference = generate(diffusers.StableDiffusionPipeline.from_pretrained(sd_folder), size)
     pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder).optimize()
-    maps = {}  # each convolution's input map side
+    maps = {}  # each convolution's input map side, each linear's rows
     for m in pipe.unet.modules():
         if isinstance(m, PackedConv2d):
             m.register_forward_pre_hook(lambda module, args: maps.__setitem__(module, args[0].shape[-1]))
+        if isinstance(m, PackedLinear):
+            m.register_forward_pre_hook(
+                lambda module, args: maps.__setitem__(module, args[0].numel() // args[0].shape[-1])
+            )
     assert_vae_prepared_for_the_cpu(pipe)
     assert np.abs(generate(pipe, size) - reference).max() < 1 / 255
     if not mkldnn_packing_available():
@@ -53,8 +57,10 @@ def test_exact_mode_equals_diffusers(sd_folder, monkeypatch, machine) -> None:
     assert len(packed) > 10
     if machine == "amd-avx512":  # every weight packed, and the packed kernels ran
         assert all(m._sfumato_pack is not None for m in packed)
-    else:  # float32 on Intel: oneDNN's own convolutions on large maps are as fast
-        assert all(m._sfumato_pack is not None for m in packed if isinstance(m, PackedLinear))
+    else:  # float32 on Intel: oneDNN's own convolutions on large maps are as fast, MKL's few-row GEMMs too
+        linears = [m for m in packed if isinstance(m, PackedLinear) and m in maps]
+        assert linears  # (this model's attention runs at 16x16: 512 rows, none packed in 3 steps)
+        assert all((m._sfumato_pack is not None) == (maps[m] >= MANY_ROWS) for m in linears)
         # 3x3: a 1x1 one takes the plain kernel for an NCHW input wherever it runs (runtime.packing)
         convs = [m for m in packed if isinstance(m, PackedConv2d) and m.kernel_size == (3, 3)]
         assert {m._sfumato_pack is not None for m in convs} == {True, False}

@@ -254,7 +254,7 @@ def test_packing_mmapped_weights_does_not_grow_resident_memory(tmp_path) -> None
 
 def test_on_intel_avx512_float32_convolutions_pack_only_on_small_maps(monkeypatch) -> None:
     """oneDNN's own convolutions on large maps are as fast there: packing them only cost time in the
-    first call. Linears still pack."""
+    first call."""
     fake_cpu(monkeypatch, SAPPHIRE)
     torch.manual_seed(0)
     conv, linear = nn.Conv2d(16, 16, 3, padding=1), nn.Linear(64, 64)
@@ -267,9 +267,33 @@ def test_on_intel_avx512_float32_convolutions_pack_only_on_small_maps(monkeypatc
         assert packed_conv._sfumato_pack is not None
         assert torch.equal(packed_conv(large), conv(large))  # oneDNN's plain kernel, as nn.Conv2d
         assert packed_conv._sfumato_pack is None  # the small map's copy went
-        x = torch.randn(8, 64)
-        assert relative_difference(packed_linear(x), linear(x)) < 1e-5
-        assert packed_linear._sfumato_pack is not None
+
+
+def test_on_intel_avx512_float32_linears_with_few_rows_pack_only_after_many_calls(monkeypatch) -> None:
+    """MKL's GEMM is about as fast there: a reorder pays only over a long run, or with many rows."""
+    from sfumato.nn.transformer import GEGLU
+    from sfumato.runtime.packing import MANY_ROWS, PACK_AFTER_CALLS
+
+    fake_cpu(monkeypatch, SAPPHIRE)
+    torch.manual_seed(0)
+    linear, geglu = nn.Linear(64, 64), GEGLU(64, 32)
+    packed_linear, packed_geglu = copy.deepcopy(linear), copy.deepcopy(geglu)
+    pack_weights(packed_linear, "all")
+    pack_weights(packed_geglu, "all")
+    few, many = torch.randn(8, 64), torch.randn(MANY_ROWS, 64)
+    with torch.no_grad():
+        for _ in range(PACK_AFTER_CALLS):
+            assert torch.equal(packed_linear(few), linear(few))  # F.linear, as nn.Linear
+            assert torch.equal(packed_geglu(few), geglu(few))
+            assert packed_linear._sfumato_pack is None and packed_geglu.proj._sfumato_pack is None
+        assert relative_difference(packed_linear(few), linear(few)) < 1e-5
+        assert packed_linear._sfumato_pack is not None  # the run is long enough now: packed
+        assert relative_difference(packed_geglu(few), geglu(few)) < 1e-5
+        assert isinstance(packed_geglu.proj._sfumato_pack, tuple)
+        fresh = copy.deepcopy(geglu)
+        pack_weights(fresh, "all")
+        assert relative_difference(fresh(many), geglu(many)) < 1e-5
+        assert isinstance(fresh.proj._sfumato_pack, tuple)  # many rows: packed and fused at once
 
 
 @pytest.mark.parametrize(("batch", "bias"), [(1, True), (2, False), (3, True)])

@@ -76,6 +76,8 @@ class _PackedWeight:
     _sfumato_policy: Policy
     _sfumato_winograd: bool
     _sfumato_fp32_max_area: int | None  # convolutions: see `_fp32_max_area`
+    _sfumato_fp32_min_rows: int | None  # linears: see `_fp32_min_rows`
+    _sfumato_plain_calls: int  # linears: calls run plain so far under `_fp32_min_rows`
     _sfumato_exact: bool  # bfloat16 rounds like the plain modules: no fused activations
 
     def __getstate__(self) -> dict[str, Any]:
@@ -219,11 +221,25 @@ class PackedLinear(_PackedWeight, nn.Linear):
         return torch.ops.mkldnn._reorder_linear_weight(weight, shape_key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        usable = x.dim() >= 2 and x.numel() and not self._plain_needed(x)
+        usable = x.dim() >= 2 and x.numel() and not self._plain_needed(x) and self._rows_pack(x)
         packed = self._packed_for(x, x.numel() // x.shape[-1]) if usable else None
         if packed is None:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+
+    def _rows_pack(self, x: torch.Tensor, count: bool = True) -> bool:
+        """Whether packing pays for this call's rows on this CPU yet (`_fp32_min_rows`).
+
+        Below the CPU's rows, a weight packs once it has run `PACK_AFTER_CALLS` times plain: a run
+        of a few calls never pays the reorder, a long one pays it once the calls it took would have.
+        """
+        min_rows = self._sfumato_fp32_min_rows
+        if min_rows is None or self.weight.dtype != torch.float32 or x.numel() // x.shape[-1] >= min_rows:
+            return True
+        if self._sfumato_plain_calls >= PACK_AFTER_CALLS:
+            return True
+        self._sfumato_plain_calls += count  # not when the caller then runs `forward`, which counts
+        return False
 
     def forward_gated_gelu(self, x: torch.Tensor) -> torch.Tensor | None:
         """`value * gelu(gate)` of this linear's two output halves (GEGLU), the GELU done inside oneDNN.
@@ -242,6 +258,7 @@ class PackedLinear(_PackedWeight, nn.Linear):
             or self.out_features % 2
             or self._plain_needed(x)
             or (self._sfumato_exact and self.weight.dtype != torch.float32)
+            or not self._rows_pack(x, count=False)
         ):
             return None
         packed = self._packed_for(x, ("gated", x.numel() // x.shape[-1]))
@@ -271,6 +288,29 @@ def _fp32_max_area() -> int | None:
     """
     info = cpu.cpu_info()
     return SMALL_MAP if info.intel and info.capability.startswith("AVX512") else None
+
+
+# Fewest rows with which packing a float32 linear's weight pays at once on Intel's AVX-512 CPUs
+MANY_ROWS = 1024
+PACK_AFTER_CALLS = 30  # with fewer rows: plain calls first, about as many as the reorder costs
+
+
+def _fp32_min_rows() -> int | None:
+    """Fewest rows (input vectors per call) with which packing a float32 linear pays on this CPU; None: any.
+
+    On Intel's AVX-512 CPUs torch's float32 linears run MKL's GEMM, as fast as oneDNN's packed one
+    within 0-15% (a Xeon with AMX, weights cold in cache), while the reorder runs at 1-3 GB/s of
+    weight: with 128-512 rows (SD1.5's 16x16 and 8x8 maps at 256 px, the text's keys and values)
+    packing every linear made the UNet's first call 1.2-2.5 s longer (3.6-5.0 s against 2.3-2.5)
+    for 1-4% (0.04 s) off each later call, ~30-40 calls to pay back (one weight alone: 5-15 calls,
+    one 300). So with fewer rows a linear runs plain for its first `PACK_AFTER_CALLS` calls, then
+    packs (`_rows_pack`): an image of 25 steps never pays the reorder, a long run pays it once and
+    then runs packed (rent, then buy). From 1024 rows the reorder of a weight costs less than one
+    call's GEGLU fusion (`forward_gated_gelu`) saves, so those pack at once. On AMD's CPUs and in
+    bfloat16, packing paid everywhere it was measured.
+    """
+    info = cpu.cpu_info()
+    return MANY_ROWS if info.intel and info.capability.startswith("AVX512") else None
 
 
 def _plain_layout(x: torch.Tensor) -> bool:
@@ -312,7 +352,8 @@ def _release_scratch(*_: Any) -> None:
 _PACKED = {nn.Conv2d: PackedConv2d, nn.Linear: PackedLinear}
 _STATE = (
     "_sfumato_pack_key", "_sfumato_pack", "_sfumato_mappings", "_sfumato_dtypes", "_sfumato_policy",
-    "_sfumato_winograd", "_sfumato_fp32_max_area", "_sfumato_exact",
+    "_sfumato_winograd", "_sfumato_fp32_max_area", "_sfumato_fp32_min_rows", "_sfumato_plain_calls",
+    "_sfumato_exact",
 )  # fmt: skip
 
 
@@ -342,6 +383,8 @@ def _reset(
     child._sfumato_exact = exact
     child._sfumato_winograd = winograd and _winograd_shaped(child)
     child._sfumato_fp32_max_area = _fp32_max_area() if isinstance(child, nn.Conv2d) else None
+    child._sfumato_fp32_min_rows = _fp32_min_rows() if isinstance(child, nn.Linear) else None
+    child._sfumato_plain_calls = 0
 
 
 def pack_weights(
