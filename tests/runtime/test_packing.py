@@ -279,7 +279,7 @@ def test_on_intel_avx512_float32_linears_with_few_rows_pack_only_after_many_call
     linear, geglu = nn.Linear(64, 64), GEGLU(64, 32)
     packed_linear, packed_geglu = copy.deepcopy(linear), copy.deepcopy(geglu)
     pack_weights(packed_linear, "all")
-    pack_weights(packed_geglu, "all")
+    pack_weights(packed_geglu, "all", exact=False)  # fused once packed
     few, many = torch.randn(8, 64), torch.randn(MANY_ROWS, 64)
     with torch.no_grad():
         for _ in range(PACK_AFTER_CALLS):
@@ -291,7 +291,7 @@ def test_on_intel_avx512_float32_linears_with_few_rows_pack_only_after_many_call
         assert relative_difference(packed_geglu(few), geglu(few)) < 1e-5
         assert isinstance(packed_geglu.proj._sfumato_pack, tuple)
         fresh = copy.deepcopy(geglu)
-        pack_weights(fresh, "all")
+        pack_weights(fresh, "all", exact=False)
         assert relative_difference(fresh(many), geglu(many)) < 1e-5
         assert isinstance(fresh.proj._sfumato_pack, tuple)  # many rows: packed and fused at once
 
@@ -319,7 +319,7 @@ def test_geglu_applies_its_gelu_inside_the_packed_gate_projection() -> None:
     torch.manual_seed(0)
     plain = GEGLU(32, 64)
     fused = copy.deepcopy(plain)
-    pack_weights(fused, "all")
+    pack_weights(fused, "all", exact=False)
     x = torch.randn(2, 40, 32) * 3
     with torch.no_grad():
         out, expected = fused(x), plain(x)
@@ -330,7 +330,7 @@ def test_geglu_applies_its_gelu_inside_the_packed_gate_projection() -> None:
         assert relative_difference(fused.proj(x), plain.proj(x)) < 1e-5
 
 
-def test_geglu_in_bfloat16_fuses_only_outside_exact_mode(monkeypatch) -> None:
+def test_geglu_fuses_only_outside_exact_mode(monkeypatch) -> None:
     """Fused, the GELU sees the float32 sums before bf16 rounding: not diffusers' bf16 values."""
     from sfumato.nn.transformer import GEGLU
 

@@ -17,7 +17,7 @@ class GEGLU(nn.Module):
         self.proj = nn.Linear(dim, inner_dim * 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        # runtime.packing's linears can apply the GELU inside the gate's GEMM (the same values in float32)
+        # runtime.packing's linears can apply the GELU inside the gate's GEMM (fast mode)
         fused = getattr(self.proj, "forward_gated_gelu", None)
         out = fused(x) if fused is not None else None
         if out is not None:

@@ -78,7 +78,7 @@ class _PackedWeight:
     _sfumato_fp32_max_area: int | None  # convolutions: see `_fp32_max_area`
     _sfumato_fp32_min_rows: int | None  # linears: see `_fp32_min_rows`
     _sfumato_plain_calls: int  # linears: calls run plain so far under `_fp32_min_rows`
-    _sfumato_exact: bool  # bfloat16 rounds like the plain modules: no fused activations
+    _sfumato_exact: bool  # rounds like the plain modules: no fused activations
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (`torch.save(model)`, `copy.deepcopy`) without the packed copy: oneDNN's opaque
@@ -246,18 +246,18 @@ class PackedLinear(_PackedWeight, nn.Linear):
 
         The gate's half runs as its own GEMM with GELU (erf) applied to the float32 sums as they
         leave the kernel: the 2x wider projection is never written whole, nor read again by a
-        separate GELU. SD1.5's feed-forward at 256 px: 9.7 ms a block in float32 against 15.3
-        (a Xeon with AMX). In float32 the values are those of the separate ops up to float rounding;
-        in bfloat16 the GELU sees the sums before they are rounded to bfloat16, which differs from
-        the separate ops by a bfloat16 step here and there, so it runs only without `exact`.
-        None where this does not apply: the caller then runs the projection and GELU itself.
+        separate GELU. In bfloat16 (fast mode, a Xeon with AMX) SD1.5's 256 px UNet call took 0.347 s
+        against 0.370; in float32 the separate ops were as fast (weights cold in cache, 128-2048 rows).
+        The GELU sees the sums before they are rounded to bfloat16, which differs from the separate
+        ops by a bfloat16 step here and there, so it runs only without `exact`. None where this does
+        not apply: the caller then runs the projection and GELU itself.
         """
         if (
-            x.dim() < 2
+            self._sfumato_exact
+            or x.dim() < 2
             or not x.numel()
             or self.out_features % 2
             or self._plain_needed(x)
-            or (self._sfumato_exact and self.weight.dtype != torch.float32)
             or not self._rows_pack(x, count=False)
         ):
             return None
@@ -305,8 +305,8 @@ def _fp32_min_rows() -> int | None:
     for 1-4% (0.04 s) off each later call, ~30-40 calls to pay back (one weight alone: 5-15 calls,
     one 300). So with fewer rows a linear runs plain for its first `PACK_AFTER_CALLS` calls, then
     packs (`_rows_pack`): an image of 25 steps never pays the reorder, a long run pays it once and
-    then runs packed (rent, then buy). From 1024 rows the reorder of a weight costs less than one
-    call's GEGLU fusion (`forward_gated_gelu`) saves, so those pack at once. On AMD's CPUs and in
+    then runs packed (rent, then buy). From 1024 rows a weight's reorder costs a tenth of one call
+    or less (SD1.5's 320-channel blocks at 256 px), so those pack at once. On AMD's CPUs and in
     bfloat16, packing paid everywhere it was measured.
     """
     info = cpu.cpu_info()
@@ -394,8 +394,8 @@ def pack_weights(
 
     Only exact `nn.Conv2d` (zero padding given as numbers) and `nn.Linear` are switched, never
     subclasses with their own forward. See the module docstring for `policy` and `winograd`.
-    `exact=False` lets bfloat16 linears fuse their activation (`PackedLinear.forward_gated_gelu`):
-    one rounding instead of two, no longer equal to the plain modules' bfloat16 results.
+    `exact=False` lets linears fuse their activation (`PackedLinear.forward_gated_gelu`): one
+    rounding instead of two, in bfloat16 no longer equal to the plain modules' results.
     """
     if policy not in ("neutral", "all", "none"):
         raise ValueError(f'policy must be "neutral", "all" or "none", got {policy!r}')
