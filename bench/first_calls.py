@@ -5,7 +5,7 @@
 
 Arms, each in its own processes, alternated (A B A B) so the host's drift hits both alike:
 - `as shipped`: `runtime.packing`'s rules for this CPU (on Intel's AVX-512 CPUs, float32 linears
-  with few rows run plain for `PACK_AFTER_CALLS` calls before packing: `_fp32_min_rows`);
+  with fewer than 1024 rows run MKL's GEMM unpacked: `_fp32_min_rows`);
 - `linears packed at once`: every linear packed in its first call, as before 2026-12-04.
 Prints each process's seconds per call and the sums over the first 5 calls (one 4-step image with
 CFG, the speed bench's setting), over all calls and over the last 5. Uses the bench fixture

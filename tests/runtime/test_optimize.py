@@ -59,7 +59,7 @@ def test_exact_mode_equals_diffusers(sd_folder, monkeypatch, machine) -> None:
         assert all(m._sfumato_pack is not None for m in packed)
     else:  # float32 on Intel: oneDNN's own convolutions on large maps are as fast, MKL's few-row GEMMs too
         linears = [m for m in packed if isinstance(m, PackedLinear) and m in maps]
-        assert linears  # (this model's attention runs at 16x16: 512 rows, none packed in 3 steps)
+        assert linears  # (this model's attention runs at 16x16: 512 rows, none packed)
         assert all((m._sfumato_pack is not None) == (maps[m] >= MANY_ROWS) for m in linears)
         # 3x3: a 1x1 one takes the plain kernel for an NCHW input wherever it runs (runtime.packing)
         convs = [m for m in packed if isinstance(m, PackedConv2d) and m.kernel_size == (3, 3)]

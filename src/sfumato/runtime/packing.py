@@ -77,7 +77,6 @@ class _PackedWeight:
     _sfumato_winograd: bool
     _sfumato_fp32_max_area: int | None  # convolutions: see `_fp32_max_area`
     _sfumato_fp32_min_rows: int | None  # linears: see `_fp32_min_rows`
-    _sfumato_plain_calls: int  # linears: calls run plain so far under `_fp32_min_rows`
     _sfumato_exact: bool  # rounds like the plain modules: no fused activations
 
     def __getstate__(self) -> dict[str, Any]:
@@ -227,18 +226,12 @@ class PackedLinear(_PackedWeight, nn.Linear):
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 
-    def _rows_pack(self, x: torch.Tensor, count: bool = True) -> bool:
-        """Whether packing pays for this call's rows on this CPU yet (`_fp32_min_rows`).
-
-        Below the CPU's rows, a weight packs once it has run `PACK_AFTER_CALLS` times plain: a run
-        of a few calls never pays the reorder, a long one pays it once the calls it took would have.
-        """
+    def _rows_pack(self, x: torch.Tensor) -> bool:
+        """Whether packing pays for this call's rows on this CPU (`_fp32_min_rows`)."""
         min_rows = self._sfumato_fp32_min_rows
         if min_rows is None or self.weight.dtype != torch.float32 or x.numel() // x.shape[-1] >= min_rows:
             return True
-        if self._sfumato_plain_calls >= PACK_AFTER_CALLS:
-            return True
-        self._sfumato_plain_calls += count  # not when the caller then runs `forward`, which counts
+        self._drop_pack()  # F.linear reads the weight itself
         return False
 
     def forward_gated_gelu(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -258,7 +251,7 @@ class PackedLinear(_PackedWeight, nn.Linear):
             or not x.numel()
             or self.out_features % 2
             or self._plain_needed(x)
-            or not self._rows_pack(x, count=False)
+            or not self._rows_pack(x)
         ):
             return None
         packed = self._packed_for(x, ("gated", x.numel() // x.shape[-1]))
@@ -290,9 +283,8 @@ def _fp32_max_area() -> int | None:
     return SMALL_MAP if info.intel and info.capability.startswith("AVX512") else None
 
 
-# Fewest rows with which packing a float32 linear's weight pays at once on Intel's AVX-512 CPUs
+# Fewest rows with which packing a float32 linear's weight pays on Intel's AVX-512 CPUs
 MANY_ROWS = 1024
-PACK_AFTER_CALLS = 30  # with fewer rows: plain calls first, about as many as the reorder costs
 
 
 def _fp32_min_rows() -> int | None:
@@ -303,11 +295,10 @@ def _fp32_min_rows() -> int | None:
     weight: with 128-512 rows (SD1.5's 16x16 and 8x8 maps at 256 px, the text's keys and values)
     packing every linear made the UNet's first call 1.2-2.5 s longer (3.6-5.0 s against 2.3-2.5)
     for 1-4% (0.04 s) off each later call, ~30-40 calls to pay back (one weight alone: 5-15 calls,
-    one 300). So with fewer rows a linear runs plain for its first `PACK_AFTER_CALLS` calls, then
-    packs (`_rows_pack`): an image of 25 steps never pays the reorder, a long run pays it once and
-    then runs packed (rent, then buy). From 1024 rows a weight's reorder costs a tenth of one call
-    or less (SD1.5's 320-channel blocks at 256 px), so those pack at once. On AMD's CPUs and in
-    bfloat16, packing paid everywhere it was measured.
+    one 300). So those run MKL's GEMM. (Packing them after their first 30 calls, tried, paid back on
+    long runs but changed a pipeline's results in the last float bits from one image to the next.)
+    From 1024 rows a weight's reorder costs a tenth of one call or less (SD1.5's 320-channel blocks
+    at 256 px), so those pack. On AMD's CPUs and in bfloat16, packing paid everywhere it was measured.
     """
     info = cpu.cpu_info()
     return MANY_ROWS if info.intel and info.capability.startswith("AVX512") else None
@@ -352,8 +343,7 @@ def _release_scratch(*_: Any) -> None:
 _PACKED = {nn.Conv2d: PackedConv2d, nn.Linear: PackedLinear}
 _STATE = (
     "_sfumato_pack_key", "_sfumato_pack", "_sfumato_mappings", "_sfumato_dtypes", "_sfumato_policy",
-    "_sfumato_winograd", "_sfumato_fp32_max_area", "_sfumato_fp32_min_rows", "_sfumato_plain_calls",
-    "_sfumato_exact",
+    "_sfumato_winograd", "_sfumato_fp32_max_area", "_sfumato_fp32_min_rows", "_sfumato_exact",
 )  # fmt: skip
 
 
@@ -384,7 +374,6 @@ def _reset(
     child._sfumato_winograd = winograd and _winograd_shaped(child)
     child._sfumato_fp32_max_area = _fp32_max_area() if isinstance(child, nn.Conv2d) else None
     child._sfumato_fp32_min_rows = _fp32_min_rows() if isinstance(child, nn.Linear) else None
-    child._sfumato_plain_calls = 0
 
 
 def pack_weights(
