@@ -149,9 +149,10 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
         if self.kernel_size == (1, 1) and _plain_layout(x):
             # A 1x1 on an NCHW input (a VAE's shortcut after Winograd's NCHW convolutions): oneDNN's
             # packed kernels compute channels-last, so the input would be copied to channels-last and
-            # the output come back channels-last into NCHW sums. A plain GEMM reads both as they are.
+            # the output come back channels-last into NCHW sums. A plain GEMM reads both as they are
+            # (float32; other dtypes keep the convolution's own rounding of the bias).
             self._drop_pack()
-            return self._pointwise_gemm(x)
+            return self._pointwise_gemm(x) if x.dtype == torch.float32 else super().forward(x)
         max_area = self._sfumato_fp32_max_area
         if max_area is not None and self.weight.dtype == torch.float32 and x.shape[2] * x.shape[3] > max_area:
             # A large map where packing does not pay (`_fp32_max_area`): an earlier input's packed
