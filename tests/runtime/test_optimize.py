@@ -203,10 +203,16 @@ def test_exact_mode_in_bfloat16_equals_diffusers(sd_folder) -> None:
         reference = generate(
             diffusers.StableDiffusionPipeline.from_pretrained(sd_folder, torch_dtype=torch.bfloat16)
         )
-        image = generate(
-            sfumato.StableDiffusionPipeline.from_pretrained(sd_folder, torch_dtype=torch.bfloat16)
-        )
+        pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder, torch_dtype=torch.bfloat16)
+        image = generate(pipe)
     assert np.abs(image - reference).max() < 1 / 255
+    from sfumato.runtime.cpu import cpu_info
+
+    if mkldnn_packing_available() and cpu_info().native_bf16:  # cast at load, packed all the same
+        convs = [m for m in pipe.unet.modules() if isinstance(m, PackedConv2d) and m.kernel_size == (3, 3)]
+        assert convs and all(m._sfumato_pack is not None for m in convs)
+        linears = [m for m in pipe.unet.modules() if isinstance(m, PackedLinear)]
+        assert all(m._sfumato_pack is None for m in linears)  # F.linear's rounding kept
 
 
 @pytest.mark.skipif(not mkldnn_packing_available(), reason="needs torch's oneDNN packed-weight ops (x86)")

@@ -361,3 +361,22 @@ def test_geglu_fuses_only_outside_exact_mode(monkeypatch, dtype, tolerance) -> N
     else:
         assert relative_difference(exact_out, expected) < 1e-5
     assert relative_difference(close.float(), expected.float()) < tolerance
+
+
+@pytest.mark.skipif(not cpu_info().native_bf16, reason="oneDNN's bf16 kernels need native bf16")
+def test_in_exact_mode_bfloat16_packed_modules_give_the_plain_ones_values_and_layout(monkeypatch) -> None:
+    """bf16 rounding differences grow over the steps: exact mode must be bit for bit, layout included
+    (a GroupNorm sums a channels-last input in another order)."""
+    fake_cpu(monkeypatch, SAPPHIRE)
+    torch.manual_seed(0)
+    conv, linear = nn.Conv2d(64, 64, 3, padding=1).bfloat16(), nn.Linear(640, 64).bfloat16()
+    packed_conv, packed_linear = copy.deepcopy(conv), copy.deepcopy(linear)
+    pack_weights(packed_conv, "all")
+    pack_weights(packed_linear, "all")
+    x, rows = torch.randn(2, 64, 8, 8, dtype=torch.bfloat16), torch.randn(512, 640, dtype=torch.bfloat16)
+    with torch.no_grad():
+        out = packed_conv(x)
+        assert packed_conv._sfumato_pack is not None
+        assert torch.equal(out, conv(x)) and out.is_contiguous()
+        assert torch.equal(packed_linear(rows), linear(rows))
+        assert packed_linear._sfumato_pack is None  # F.linear: the packed GEMM rounded differently

@@ -162,10 +162,16 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
         packed = self._packed_for(x, tuple(x.shape))
         if packed is None:
             return super().forward(x)
-        return torch.ops.mkldnn._convolution_pointwise(
+        out = torch.ops.mkldnn._convolution_pointwise(
             x, packed, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups,
             "none", [], "",
         )  # fmt: skip
+        if self._sfumato_exact and out.dtype != torch.float32 and _plain_layout(x):
+            # The packed kernel writes channels-last, and the next op (a GroupNorm) sums a
+            # channels-last input in another order: in bf16 a different rounding, which grows
+            # over the steps. NCHW in, NCHW out, as the plain convolution gives.
+            out = out.contiguous()
+        return out
 
     def _pointwise_gemm(self, x: torch.Tensor) -> torch.Tensor:
         """This 1x1 convolution of an NCHW `x` as one matrix product per sample: weight @ (C, H*W).
@@ -221,7 +227,15 @@ class PackedLinear(_PackedWeight, nn.Linear):
         return torch.ops.mkldnn._reorder_linear_weight(weight, shape_key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        usable = x.dim() >= 2 and x.numel() and not self._plain_needed(x) and self._rows_pack(x)
+        usable = (
+            x.dim() >= 2
+            and x.numel()
+            and not self._plain_needed(x)
+            and self._rows_pack(x)
+            # in bf16 oneDNN's packed GEMM rounded differently from F.linear's at some shapes (512
+            # rows of 640, 128 of 5120 on a Xeon with AMX): exact mode keeps F.linear there
+            and not (self._sfumato_exact and self.weight.dtype != torch.float32)
+        )
         packed = self._packed_for(x, x.numel() // x.shape[-1]) if usable else None
         if packed is None:
             return F.linear(x, self.weight, self.bias)
