@@ -102,7 +102,7 @@ def optimize(
             # A bf16 UNet was cast at load, so `neutral` would pack nothing: its convolutions get a
             # packed copy (~1 GB for SD1.5, still far below a float32 load), in exact mode with
             # diffusers' values bit for bit (runtime.packing); 0.37 s a 256 px call against 0.62.
-            if unet.dtype == torch.bfloat16 and policy == "neutral":
+            if getattr(unet, "dtype", None) == torch.bfloat16 and policy == "neutral":
                 policy = "all"
             count = pack_weights(
                 unet, policy if packing else "none", winograd=winograd, exact=mode == "exact"
