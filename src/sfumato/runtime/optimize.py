@@ -102,10 +102,9 @@ def optimize(
             # A bf16 UNet was cast at load, so `neutral` would pack nothing: its convolutions get a
             # packed copy (~1 GB for SD1.5, still far below a float32 load), in exact mode with
             # diffusers' values bit for bit (runtime.packing); 0.37 s a 256 px call against 0.62.
-            if getattr(unet, "dtype", None) == torch.bfloat16 and policy == "neutral":
-                policy = "all"
+            unet_policy: Policy = "all" if getattr(unet, "dtype", None) == torch.bfloat16 else policy
             count = pack_weights(
-                unet, policy if packing else "none", winograd=winograd, exact=mode == "exact"
+                unet, unet_policy if packing else "none", winograd=winograd, exact=mode == "exact"
             )
             logger.debug("switched %d UNet modules to packed / Winograd kernels", count)
     if compile:

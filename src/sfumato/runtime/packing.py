@@ -227,26 +227,27 @@ class PackedLinear(_PackedWeight, nn.Linear):
         return torch.ops.mkldnn._reorder_linear_weight(weight, shape_key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        usable = (
-            x.dim() >= 2
-            and x.numel()
-            and not self._plain_needed(x)
-            and self._rows_pack(x)
-            # in bf16 oneDNN's packed GEMM rounded differently from F.linear's at some shapes (512
-            # rows of 640, 128 of 5120 on a Xeon with AMX): exact mode keeps F.linear there
-            and not (self._sfumato_exact and self.weight.dtype != torch.float32)
-        )
+        usable = x.dim() >= 2 and x.numel() and not self._plain_needed(x) and self._packing_pays(x)
         packed = self._packed_for(x, x.numel() // x.shape[-1]) if usable else None
         if packed is None:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 
-    def _rows_pack(self, x: torch.Tensor) -> bool:
-        """Whether packing pays for this call's rows on this CPU (`_fp32_min_rows`)."""
-        min_rows = self._sfumato_fp32_min_rows
-        if min_rows is None or self.weight.dtype != torch.float32 or x.numel() // x.shape[-1] >= min_rows:
+    def _packing_pays(self, x: torch.Tensor) -> bool:
+        """Whether this call may use a packed weight; if not, a copy packed earlier goes (F.linear reads
+        the weight itself).
+
+        Not in exact mode in bfloat16: oneDNN's packed GEMM rounded differently from F.linear's at
+        some shapes (512 rows of 640, 128 of 5120 on a Xeon with AMX). Not in float32 with fewer rows
+        than this CPU's `_fp32_min_rows`.
+        """
+        if self.weight.dtype == torch.float32:
+            min_rows = self._sfumato_fp32_min_rows
+            if min_rows is None or x.numel() // x.shape[-1] >= min_rows:
+                return True
+        elif not self._sfumato_exact:
             return True
-        self._drop_pack()  # F.linear reads the weight itself
+        self._drop_pack()
         return False
 
     def forward_gated_gelu(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -266,7 +267,7 @@ class PackedLinear(_PackedWeight, nn.Linear):
             or not x.numel()
             or self.out_features % 2
             or self._plain_needed(x)
-            or not self._rows_pack(x)
+            or not self._packing_pays(x)
         ):
             return None
         packed = self._packed_for(x, ("gated", x.numel() // x.shape[-1]))
@@ -294,8 +295,13 @@ def _fp32_max_area() -> int | None:
     gain, 1-6%, and stay packed.) On AMD's CPUs and in bfloat16, packing paid everywhere it was
     measured.
     """
+    return SMALL_MAP if _intel_avx512() else None
+
+
+def _intel_avx512() -> bool:
+    """Intel's AVX-512 CPUs: MKL's and oneDNN's own float32 kernels already run near peak there."""
     info = cpu.cpu_info()
-    return SMALL_MAP if info.intel and info.capability.startswith("AVX512") else None
+    return info.intel and info.capability.startswith("AVX512")
 
 
 # Fewest rows with which packing a float32 linear's weight pays on Intel's AVX-512 CPUs
@@ -315,8 +321,7 @@ def _fp32_min_rows() -> int | None:
     From 1024 rows a weight's reorder costs a tenth of one call or less (SD1.5's 320-channel blocks
     at 256 px), so those pack. On AMD's CPUs and in bfloat16, packing paid everywhere it was measured.
     """
-    info = cpu.cpu_info()
-    return MANY_ROWS if info.intel and info.capability.startswith("AVX512") else None
+    return MANY_ROWS if _intel_avx512() else None
 
 
 def _plain_layout(x: torch.Tensor) -> bool:
