@@ -1,4 +1,4 @@
-"""A tiny Stable Diffusion folder shared by the runtime tests; a spy on NNPACK calls."""
+"""A tiny Stable Diffusion folder shared by the runtime tests; spies on NNPACK and F(4x4, 3x3) calls."""
 
 import pytest
 import torch
@@ -22,4 +22,20 @@ def nnpack_calls(monkeypatch) -> list[tuple[int, ...]]:
         return original(x, *args)
 
     monkeypatch.setattr(torch, "_nnpack_spatial_convolution", counting)
+    return calls
+
+
+@pytest.fixture
+def f4_calls(monkeypatch) -> list[tuple[int, ...]]:
+    """Shapes of the maps every call of our F(4x4, 3x3) convolved while the test runs (enlarged if fused)."""
+    from sfumato.runtime import winograd
+
+    calls: list[tuple[int, ...]] = []
+    original = winograd.winograd_f4_conv2d
+
+    def counting(x, weight, bias, padding, upsample=1):
+        calls.append((*x.shape[:2], x.shape[2] * upsample, x.shape[3] * upsample))
+        return original(x, weight, bias, padding, upsample)
+
+    monkeypatch.setattr(winograd, "winograd_f4_conv2d", counting)
     return calls

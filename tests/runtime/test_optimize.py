@@ -32,7 +32,7 @@ def assert_vae_prepared_for_the_cpu(pipe) -> None:
 
 
 @pytest.mark.parametrize("machine", ["amd-avx512", "intel-avx512"])
-def test_exact_mode_equals_diffusers(sd_folder, monkeypatch, machine) -> None:
+def test_exact_mode_equals_diffusers(sd_folder, monkeypatch, f4_calls, machine) -> None:
     import diffusers
 
     import sfumato
@@ -41,10 +41,17 @@ def test_exact_mode_equals_diffusers(sd_folder, monkeypatch, machine) -> None:
     size = 256  # 32x32 latents: maps above and below the 16x16 of Intel's rule
     reference = generate(diffusers.StableDiffusionPipeline.from_pretrained(sd_folder), size)
     pipe = sfumato.StableDiffusionPipeline.from_pretrained(sd_folder).optimize()
-    maps = {}  # each convolution's input map side, each linear's rows
+    maps = {}  # each convolution's (enlarged) map side, each linear's rows
     for m in pipe.unet.modules():
         if isinstance(m, PackedConv2d):
             m.register_forward_pre_hook(lambda module, args: maps.__setitem__(module, args[0].shape[-1]))
+            fused = m.forward_upsampled  # an upsampler's convolution, when it runs on the small map
+
+            def recording(x, factor, m=m, fused=fused):
+                maps[m] = x.shape[-1] * factor
+                return fused(x, factor)
+
+            monkeypatch.setattr(m, "forward_upsampled", recording)
         if isinstance(m, PackedLinear):
             m.register_forward_pre_hook(
                 lambda module, args: maps.__setitem__(module, args[0].numel() // args[0].shape[-1])
@@ -63,8 +70,11 @@ def test_exact_mode_equals_diffusers(sd_folder, monkeypatch, machine) -> None:
         assert all((m._sfumato_pack is not None) == (maps[m] >= MANY_ROWS) for m in linears)
         # 3x3: a 1x1 one takes the plain kernel for an NCHW input wherever it runs (runtime.packing)
         convs = [m for m in packed if isinstance(m, PackedConv2d) and m.kernel_size == (3, 3)]
+        # packed on maps up to 16x16; from 32x32 on Winograd (these convolutions have 32-64 channels)
         assert {m._sfumato_pack is not None for m in convs} == {True, False}
         assert all((m._sfumato_pack is not None) == (maps[m] <= 16) for m in convs)
+        unet_maps = {shape[1:] for shape in f4_calls if shape[0] == 2}  # the UNet's CFG batch
+        assert {(m.in_channels, maps[m], maps[m]) for m in convs if maps[m] >= 32} == unet_maps
 
 
 def test_exact_mode_is_the_default_and_can_be_turned_off(sd_folder) -> None:
@@ -102,7 +112,7 @@ def test_a_pipeline_loaded_and_run_under_inference_mode_packs_and_matches(sd_fol
 @pytest.mark.skipif(not winograd_available(), reason="needs a torch build with NNPACK")
 @pytest.mark.parametrize("machine", ["avx2", "avx512", "intel-avx512"])
 def test_exact_mode_with_winograd_equals_diffusers_on_large_maps(
-    sd_folder, nnpack_calls, monkeypatch, machine
+    sd_folder, nnpack_calls, f4_calls, monkeypatch, machine
 ) -> None:
     import diffusers
 
@@ -119,9 +129,15 @@ def test_exact_mode_with_winograd_equals_diffusers_on_large_maps(
     assert image.shape == reference.shape == (1, size, size, 3)
     assert np.abs(image - reference).max() < 1 / 255
     assert (2, 8, 512, 512) not in nnpack_calls
+    assert_vae_prepared_for_the_cpu(pipe)
+    if machine == "intel-avx512":  # our F(4x4, 3x3) everywhere, NNPACK nowhere
+        assert not nnpack_calls
+        assert (1, 8, 512, 512) in f4_calls  # the VAE decoder
+        assert (2, 32, 64, 64) in f4_calls  # the UNet's 64x64 maps, both CFG halves in one call
+        return
+    assert not f4_calls
     # the VAE decoder, per sample; channels-last on AMD's AVX-512
     assert ((1, 8, 512, 512) in nnpack_calls) == (machine != "avx512")
-    assert_vae_prepared_for_the_cpu(pipe)
     # the UNet's 64x64 maps (32 channels) on AVX2 only: AVX-512 oneDNN beats NNPACK there
     assert any(shape[:2] == (1, 32) and shape[2:] == (64, 64) for shape in nnpack_calls) == (
         machine == "avx2"

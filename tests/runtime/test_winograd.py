@@ -1,4 +1,5 @@
-"""Winograd 3x3 convolutions (NNPACK): equal to direct ones within float rounding, taken only where they win."""
+"""Winograd 3x3 convolutions through NNPACK, the implementation off Intel's AVX-512 CPUs: equal to direct
+ones within float rounding, taken only where they win. Our own F(4x4, 3x3): test_winograd_f4.py."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize(
     ("batch", "padding", "bias"), [(1, 1, True), (3, 1, False), (2, 2, True), (1, 0, True)]
 )
-def test_winograd_matches_a_float64_direct_convolution(batch: int, padding: int, bias: bool) -> None:
+def test_winograd_matches_a_float64_direct_convolution(
+    monkeypatch, nnpack_calls, batch: int, padding: int, bias: bool
+) -> None:
+    fake_cpu(monkeypatch, ZEN3)
     torch.manual_seed(0)
     x, w = torch.randn(batch, 24, 40, 36), torch.randn(16, 24, 3, 3) / 15
     b = torch.randn(16) if bias else None
@@ -34,12 +38,14 @@ def test_winograd_matches_a_float64_direct_convolution(batch: int, padding: int,
     assert relative_difference(out.double(), expected) < 1e-4
     # each sample's result does not depend on the batch it came in
     assert torch.equal(out[-1:], winograd_conv2d(x[-1:], w, b, (padding, padding)))
+    assert nnpack_calls
 
 
 @pytest.mark.parametrize(("padding", "upsample"), [(1, 1), (0, 1), (2, 1), (1, 2)])
 def test_bands_of_rows_give_the_numbers_of_one_call(
     monkeypatch, nnpack_calls, padding: int, upsample: int
 ) -> None:
+    fake_cpu(monkeypatch, ZEN3)
     torch.manual_seed(0)
     x, w, b = torch.randn(2, 8, 45, 30), torch.randn(4, 8, 3, 3) / 9, torch.randn(4)
     enlarged = F.interpolate(x, scale_factor=float(upsample), mode="nearest")

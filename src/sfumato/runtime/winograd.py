@@ -1,19 +1,24 @@
-"""3x3 convolutions through Winograd's algorithm: NNPACK's F(6x6, 3x3), which torch's CPU builds ship.
+"""3x3 convolutions through Winograd's algorithm, with whichever implementation wins on this CPU.
 
-A direct 3x3 convolution does 9 multiply-adds per output and input channel; Winograd's F(6x6, 3x3)
-transforms 8x8 input tiles so that one 64-term elementwise product per channel pair yields a 6x6
-output tile: 5x fewer multiplications, paid for with transforms whose cost grows with the map and
-with the weight. On large maps the product dominates and the convolution runs 2-3x faster than
-oneDNN's direct kernels (VAE decoding, the UNet's 64x64 maps at 512 px); on small maps with many
-channels the weight transform, redone on every call, costs more than it saves. `bench/conv.py`
-measures both per shape; `winograd_suits` encodes where Winograd won there.
+A direct 3x3 convolution does 9 multiply-adds per output and input channel; Winograd's algorithm
+transforms input tiles and weights so that an elementwise product per channel pair yields a whole
+output tile: 4-5x fewer multiplications, paid for with transforms whose cost grows with the map and
+with the weight. On large maps the product dominates and the convolution runs 1.5-3x faster than
+oneDNN's direct kernels (VAE decoding, the UNet's 32x32 and 64x64 maps at 512 px). Two
+implementations, chosen by CPU (`bench/conv.py` measures both per shape; `winograd_suits` encodes
+where Winograd won there):
+- on Intel's AVX-512 CPUs, our F(4x4, 3x3) (`runtime.winograd_f4`), whose products are MKL's
+  AVX-512 GEMMs: 0.45-0.7x oneDNN's time on maps of 32x32 and more;
+- elsewhere NNPACK's F(6x6, 3x3), which torch's CPU builds ship: AVX2 kernels, weights transformed
+  again on every call, so it wins only on large maps. On AMD's CPUs our F(4x4, 3x3) has not been
+  measured yet; NNPACK keeps the place it won there.
 
-Results differ from a direct convolution by float rounding: ~1e-5 of the output's largest value
-against ~2e-6 for oneDNN (float64 reference), far inside the 1/255 image tolerance of the exact
-mode. float32 only: NNPACK has no other type.
+Results differ from a direct convolution by float rounding: ~5e-6 (ours) and ~1e-5 (NNPACK) of the
+output's largest value against ~3e-7 for oneDNN (float64 reference), far inside the 1/255 image
+tolerance of the exact mode. float32 only.
 
 torch calls NNPACK with one thread pool, sized by `torch.get_num_threads()` when it is first used
-and never resized. A convolution takes this path only while the thread count is still the one the
+and never resized. A convolution takes that path only while the thread count is still the one the
 pool was made with, so a later `torch.set_num_threads` is honoured (by oneDNN) as usual.
 """
 
@@ -26,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import cpu
+from .winograd_f4 import enlarged_rows, winograd_f4_conv2d
 
 _pool_threads: int | None = None  # torch.get_num_threads() when this process first ran NNPACK
 
@@ -37,8 +43,19 @@ _pool_threads: int | None = None  # torch.get_num_threads() when this process fi
 BAND_BYTES = 16 * 2**20
 
 
-@functools.cache
 def winograd_available() -> bool:
+    """Whether a Winograd implementation runs here: ours (`_own_kernel`) or NNPACK."""
+    return _own_kernel() or _nnpack_available()
+
+
+def _own_kernel() -> bool:
+    """Whether our F(4x4, 3x3) is the implementation: Intel's AVX-512 CPUs, where it was measured."""
+    info = cpu.cpu_info()
+    return info.intel and info.capability.startswith("AVX512")
+
+
+@functools.cache
+def _nnpack_available() -> bool:
     """Whether this torch build has a working NNPACK (x86-64 with AVX2 or ARM with NEON).
 
     `torch._nnpack_available()` also initialises NNPACK; without that call its convolution fails.
@@ -53,20 +70,25 @@ def winograd_available() -> bool:
 def winograd_suits(c_in: int, c_out: int, height: int, width: int) -> bool:
     """Whether Winograd beats oneDNN for a 3x3, stride-1 float32 convolution of this shape on this CPU.
 
-    From `bench/conv.py`. NNPACK's kernels are AVX2 (256-bit) while oneDNN's direct ones use the
-    widest vectors the CPU has, so the answer depends on the ISA:
-    - AVX2 (EPYC Zen 3): Winograd took 0.3-0.8x oneDNN's time on maps of 64x64 and more at every
-      channel count of SD1.5's UNet and VAE; it lost on every smaller map, where the weight
+    From `bench/conv.py`, against oneDNN's best kernel (plain or packed) for the shape:
+    - Intel AVX-512 (a Xeon with AMX, our F(4x4, 3x3)): 0.45-0.75x on every map of 32x32 and more
+      at every channel count of SD1.5's UNet and VAE, 0.52-0.55x on 16x16 maps with 1280 channels
+      or more; it lost on 16x16 with 640 channels (1.06x packed oneDNN) and on 8x8 (2x).
+    - AVX2 (EPYC Zen 3, NNPACK): Winograd took 0.3-0.8x oneDNN's time on maps of 64x64 and more at
+      every channel count of SD1.5's UNet and VAE; it lost on every smaller map, where the weight
       transform redone on each call outweighs the product: 1.2-2.7x on 32x32 with 320 channels, and
       on 32x32 with 512-1920 channels 0.7-1.0x on a quiet host (2026-11-23) but 1.2-1.55x against
       packed oneDNN on a busy one (2026-12-02, interleaved). oneDNN keeps those: the gain at stake was
       small, and its compute-bound kernels suffer less from a busy host.
-    - AVX-512 (EPYC Zen 5, oneDNN ~2x faster there): Winograd won only on the VAE decoder's maps
-      (0.71-0.75x at 64x64 with 512 channels and at 128x128; 0.66-0.9x of NCHW oneDNN on the larger
-      ones) and on SDXL's 1024 px UNet maps (320 channels at 128x128 0.78x, 640 at 64x64 0.69x); it
-      lost on SD1.5's UNet at 512 px (320 channels at 64x64 1.0-1.3x, 640 at 32x32 1.6x).
+    - AVX-512 on AMD (EPYC Zen 5, NNPACK; oneDNN ~2x faster there): Winograd won only on the VAE
+      decoder's maps (0.71-0.75x at 64x64 with 512 channels and at 128x128; 0.66-0.9x of NCHW oneDNN
+      on the larger ones) and on SDXL's 1024 px UNet maps (320 channels at 128x128 0.78x, 640 at
+      64x64 0.69x); it lost on SD1.5's UNet at 512 px (320 channels at 64x64 1.0-1.3x, 640 at 32x32
+      1.6x).
     """
     area = height * width
+    if _own_kernel():
+        return area >= 32 * 32 or (area >= 16 * 16 and min(c_in, c_out) >= 1280)
     if cpu.cpu_info().capability.startswith("AVX512"):
         return area >= 128 * 128 or (area >= 64 * 64 and min(c_in, c_out) >= 512)
     return area >= 64 * 64
@@ -79,15 +101,17 @@ def winograd_conv2d(
     padding: tuple[int, int],
     upsample: int = 1,
 ) -> torch.Tensor:
-    """`F.conv2d(x, weight, bias, padding=padding)` for a 3x3 stride-1 float32 convolution, via NNPACK.
+    """`F.conv2d(x, weight, bias, padding=padding)` for a 3x3 stride-1 float32 convolution, by Winograd.
 
     With `upsample=k`, the convolution of `x` enlarged k times by nearest-neighbour interpolation,
     band by band, so the enlarged map (the largest tensor of a VAE decode) never exists whole.
 
-    One call per sample: torch's batched NNPACK path uses a slower algorithm (measured 1.7-3.4x),
+    NNPACK gets one call per sample: torch's batched NNPACK path uses a slower algorithm (measured 1.7-3.4x),
     and per-sample calls make each sample's result independent of the batch it came in. Samples
     larger than `BAND_BYTES` go in bands of rows; the results are bit for bit those of one call.
     """
+    if _own_kernel():
+        return winograd_f4_conv2d(x, weight, bias, padding, upsample)
     global _pool_threads
     if _pool_threads is None:
         _pool_threads = torch.get_num_threads()
@@ -111,7 +135,7 @@ def winograd_conv2d(
         for top in range(0, out_h, rows):
             bottom = min(top + rows, out_h)
             first, last = top - pad_h, bottom + 2 - pad_h  # the input rows these outputs read
-            band = _rows(x[i : i + 1], max(first, 0), min(last, height), upsample)
+            band = enlarged_rows(x[i : i + 1], max(first, 0), min(last, height), upsample)
             if first < 0 or last > height:  # zero rows where the band meets the padding
                 band = F.pad(band, (0, 0, max(-first, 0), max(last - height, 0)))
             out[i : i + 1, :, top:bottom] = torch._nnpack_spatial_convolution(
@@ -120,23 +144,16 @@ def winograd_conv2d(
     return out
 
 
-def _rows(x: torch.Tensor, start: int, stop: int, upsample: int) -> torch.Tensor:
-    """Rows `start:stop` of `x` enlarged `upsample` times by nearest-neighbour interpolation."""
-    if upsample == 1:
-        return x[:, :, start:stop]
-    source = x[:, :, start // upsample : -(-stop // upsample)]
-    enlarged = F.interpolate(source, scale_factor=float(upsample), mode="nearest")
-    offset = start - start // upsample * upsample
-    return enlarged[:, :, offset : offset + stop - start]
-
-
 def winograd_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether `winograd_conv2d` may run for this input now: float32 on CPU, NNPACK's pool still right-sized."""
-    return (
+    """Whether `winograd_conv2d` may run for this input now: float32 on CPU (and NNPACK's pool still
+    right-sized, where NNPACK is the implementation)."""
+    if not (
         x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.device.type == "cpu"
         and weight.device.type == "cpu"
-        and (_pool_threads is None or _pool_threads == torch.get_num_threads())
-        and winograd_available()
-    )
+    ):
+        return False
+    if _own_kernel():
+        return True
+    return (_pool_threads is None or _pool_threads == torch.get_num_threads()) and _nnpack_available()
