@@ -1,12 +1,13 @@
-"""3x3 convolutions of SD1.5's UNet and VAE: oneDNN (plain, channels-last, packed) against Winograd.
+"""3x3 convolutions of SD1.5's UNet and VAE: oneDNN (plain, channels-last, packed) against Winograd (NNPACK's and ours).
 
     python bench/conv.py            # every shape of a 256 px and a 512 px image, ~3 min
 
 Winograd here is NNPACK's F(6x6, 3x3) as torch ships it (`torch._nnpack_spatial_convolution`), one
-call per sample. Prints, per shape, the milliseconds of each kernel, the effective GFLOP/s (direct
-convolution's FLOP count over the time), Winograd's time as a share of the best oneDNN one, and each
-kernel's largest difference from a float64 convolution relative to the output's largest value.
-`runtime.winograd` decides from these figures which convolutions take the Winograd path.
+call per sample, and our F(4x4, 3x3) (`runtime.winograd_f4`), the whole batch at once. Prints, per
+shape, the milliseconds of each kernel, the effective GFLOP/s (direct convolution's FLOP count over
+the time), each Winograd's time as a share of the best oneDNN one, and each kernel's largest
+difference from a float64 convolution relative to the output's largest value. `runtime.winograd`
+decides from these figures which convolutions take which path on which CPU.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # (input channels, output channels, map side, batch): SD1.5's 3x3 stride-1 shapes
 UNET = [
     (c, c, s, 2) for c, s in ((320, 32), (640, 16), (1280, 8), (1280, 4), (320, 64), (640, 32), (1280, 16))
-]
+] + [(960, 320, 64, 2), (1920, 640, 32, 2), (2560, 1280, 16, 2)]  # the up blocks' widest inputs
 VAE = [
     (c, c, s, 1)
     for c, s in ((512, 32), (512, 64), (256, 128), (128, 256), (512, 128), (256, 256), (128, 512))
@@ -42,7 +43,10 @@ def best_ms(fn, repeats: int) -> float:
 
 
 def row(c_in: int, c_out: int, side: int, batch: int, repeats: int) -> str:
-    from sfumato.runtime.winograd import winograd_conv2d
+    from sfumato.runtime.winograd import nnpack_conv2d
+    from sfumato.runtime.winograd_f4 import winograd_f4_conv2d
+
+    torch._nnpack_available()  # initialises NNPACK
 
     torch.manual_seed(0)
     x = torch.randn(batch, c_in, side, side)
@@ -59,7 +63,8 @@ def row(c_in: int, c_out: int, side: int, batch: int, repeats: int) -> str:
         "packed": lambda: torch.ops.mkldnn._convolution_pointwise(
             x, packed, b, [1, 1], [1, 1], [1, 1], 1, "none", [], ""
         ),
-        "winograd": lambda: winograd_conv2d(x, w, b, (1, 1)),
+        "nnpack": lambda: nnpack_conv2d(x, w, b, (1, 1)),
+        "f4": lambda: winograd_f4_conv2d(x, w, b, (1, 1)),
     }
     reference = F.conv2d(x.double(), w.double(), b.double(), padding=1)
     scale = reference.abs().max().item()
@@ -74,7 +79,7 @@ def row(c_in: int, c_out: int, side: int, batch: int, repeats: int) -> str:
     return (
         f"| {shape} | "
         + " | ".join(cells)
-        + f" | {ms['winograd'] / best_onednn:.2f}× | {' / '.join(errors)} |"
+        + f" | {ms['nnpack'] / best_onednn:.2f}× | {ms['f4'] / best_onednn:.2f}× | {' / '.join(errors)} |"
     )
 
 
@@ -88,13 +93,17 @@ def main() -> None:
 
     print(cpu_line())
     print(
-        "\nms (effective GFLOP/s); Winograd's share of the best oneDNN time; error plain / cl / packed / Winograd\n"
+        "\nms (effective GFLOP/s); each Winograd's share of the best oneDNN time;"
+        " error plain / cl / packed / NNPACK / F(4x4)\n"
     )
-    print("| shape | oneDNN plain | oneDNN channels-last | oneDNN packed | Winograd | ratio | rel. error |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| shape | oneDNN plain | oneDNN channels-last | oneDNN packed | NNPACK F(6x6) | ours F(4x4)"
+        " | NNPACK ratio | F(4x4) ratio | rel. error |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     with torch.no_grad():
         for label, shapes in (("UNet", UNET), ("VAE", VAE)):
-            print(f"| **{label}** | | | | | | |")
+            print(f"| **{label}** | | | | | | | | |")
             for shape in shapes:
                 print(row(*shape, args.repeats), flush=True)
 

@@ -112,6 +112,17 @@ def winograd_conv2d(
     """
     if _own_kernel():
         return winograd_f4_conv2d(x, weight, bias, padding, upsample)
+    return nnpack_conv2d(x, weight, bias, padding, upsample)
+
+
+def nnpack_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    padding: tuple[int, int],
+    upsample: int = 1,
+) -> torch.Tensor:
+    """`winograd_conv2d` through NNPACK's F(6x6, 3x3), whatever the CPU (see `winograd_conv2d`)."""
     global _pool_threads
     if _pool_threads is None:
         _pool_threads = torch.get_num_threads()
