@@ -8,7 +8,7 @@ oneDNN's direct kernels (VAE decoding, the UNet's 32x32 and 64x64 maps at 512 px
 implementations, chosen by CPU (`bench/conv.py` measures both per shape; `winograd_suits` encodes
 where Winograd won there):
 - on Intel's AVX-512 CPUs, our F(4x4, 3x3) (`runtime.winograd_f4`), whose products are MKL's
-  AVX-512 GEMMs: 0.45-0.7x oneDNN's time on maps of 32x32 and more;
+  AVX-512 GEMMs: 0.5-0.84x the time of oneDNN's best kernel on maps of 32x32 and more;
 - elsewhere NNPACK's F(6x6, 3x3), which torch's CPU builds ship: AVX2 kernels, weights transformed
   again on every call, so it wins only on large maps. On AMD's CPUs our F(4x4, 3x3) has not been
   measured yet; NNPACK keeps the place it won there.
@@ -71,9 +71,10 @@ def winograd_suits(c_in: int, c_out: int, height: int, width: int) -> bool:
     """Whether Winograd beats oneDNN for a 3x3, stride-1 float32 convolution of this shape on this CPU.
 
     From `bench/conv.py`, against oneDNN's best kernel (plain or packed) for the shape:
-    - Intel AVX-512 (a Xeon with AMX, our F(4x4, 3x3)): 0.45-0.75x on every map of 32x32 and more
-      at every channel count of SD1.5's UNet and VAE, 0.52-0.55x on 16x16 maps with 1280 channels
-      or more; it lost on 16x16 with 640 channels (1.06x packed oneDNN) and on 8x8 (2x).
+    - Intel AVX-512 (a Xeon with AMX, our F(4x4, 3x3), 2026-12-04): 0.50-0.84x on every map of
+      32x32 and more at every channel count of SD1.5's UNet and VAE, 0.60-0.72x on 16x16 maps with
+      1280 channels or more; it lost on 16x16 with 640 channels (1.08x packed oneDNN) and on 8x8
+      and 4x4 (2.2x and 4.9x: there the transformed weight, 4x the weight, is read for few tiles).
     - AVX2 (EPYC Zen 3, NNPACK): Winograd took 0.3-0.8x oneDNN's time on maps of 64x64 and more at
       every channel count of SD1.5's UNet and VAE; it lost on every smaller map, where the weight
       transform redone on each call outweighs the product: 1.2-2.7x on 32x32 with 320 channels, and

@@ -9,16 +9,18 @@ transforms are small dense products too (36x36 and 16x36, each the Kronecker squ
 one), so everything runs in torch's own kernels, with the CPU's widest vectors.
 
 Why not NNPACK's F(6x6, 3x3) (`runtime.winograd`) everywhere: its kernels are AVX2, and it
-transforms the weights again on every call. On an AVX-512 Xeon this one took 0.46-0.72x oneDNN's
-time on the VAE's maps where NNPACK took 0.68-0.81x (`bench/conv.py`).
+transforms the weights again on every call. On an AVX-512 Xeon this one took 0.50-0.84x the time of
+oneDNN's best kernel on the VAE's maps where NNPACK took 0.89-1.33x, and 0.60-0.84x on the UNet's
+maps of 32x32 and more, where NNPACK took 1.0-2.4x (`bench/conv.py`).
 
 Interpolation points 0, 1, -1, 2, -1/2 and infinity: the error of a float32 result is ~5e-6 of
 the output's largest value, against ~1e-5 with 0, +-1, +-2 (the textbook choice) and ~1.7e-5 for
 NNPACK; oneDNN's direct kernels give ~3e-7 (float64 reference).
 
 The map is cut into bands of tile rows whose transformed input is about `BAND_BYTES`, so the
-intermediate products stay in cache and memory stays flat: a whole 512x512 map at once took 1.8x
-oneDNN's time, in 1-4 MB bands 0.72x.
+intermediate products stay in cache and memory stays flat: a whole 512x512 map with 128 channels at
+once took 1.8x oneDNN's time, in 8 MB bands 0.62-0.73x. The buffers are kept from call to call, per
+thread (at most ~170 MB for SD1.5's shapes; `release_scratch` frees them).
 """
 
 from __future__ import annotations
