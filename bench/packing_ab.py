@@ -2,11 +2,12 @@
 
     python bench/packing_ab.py                  # SD1.5 at 256 px, ~3 min
     python bench/packing_ab.py --size 512       # ~12 min
+    python bench/packing_ab.py --size 512 --dtype bfloat16 [--mode fast]   # ~4 min
 
 Arms, interleaved (A B C, C B A, ...) so the host's drift hits each alike; each timed call follows an
 untimed one in the same arm, so a switch's repacking is not counted:
-- `as shipped`: `runtime.packing`'s own choice for this CPU (`_fp32_max_area`);
-- `every conv packed`: also the float32 convolutions the rule leaves to oneDNN's own path;
+- `as shipped`: `runtime.packing`'s own choice for this CPU (`_max_packed_area`);
+- `every conv packed`: also the convolutions the rule leaves to oneDNN's own path;
 - `no linear packed`: the linears through `F.linear` (MKL's / oneDNN's own GEMM).
 Prints the median seconds per UNet call (batch 2) of each arm. Uses the bench fixture
 (bench/sd_fixture.py) and needs no diffusers.
@@ -30,6 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=3, help="rounds of every arm, timed")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--mode", default="exact", choices=["exact", "fast"])
     args = parser.parse_args()
 
     import sfumato
@@ -39,10 +42,13 @@ def main() -> None:
     from speed_worker import unet_inputs
 
     folder = MODELS["sd15"][1]()
-    unet = sfumato.StableDiffusionPipeline.from_pretrained(folder, safety_checker=None).unet
+    pipe = sfumato.StableDiffusionPipeline.from_pretrained(
+        folder, safety_checker=None, torch_dtype=getattr(torch, args.dtype)
+    )
+    unet = (pipe.optimize("fast") if args.mode == "fast" else pipe).unet
     inputs, kwargs = unet_inputs(unet, args.size, unet.dtype, torch.Generator().manual_seed(1))
     convs = [m for m in unet.modules() if isinstance(m, packing.PackedConv2d)]
-    shipped_areas = [m._sfumato_fp32_max_area for m in convs]
+    shipped_areas = [m._sfumato_max_area for m in convs]
     packed_linear = packing.PackedLinear.forward
 
     def plain_linear(self, x):
@@ -57,10 +63,10 @@ def main() -> None:
     def use(arm: str) -> None:
         areas, packing.PackedLinear.forward = arms[arm]
         for conv, area in zip(convs, areas, strict=True):
-            conv._sfumato_fp32_max_area = area
+            conv._sfumato_max_area = area
 
     times: dict[str, list[float]] = {name: [] for name in arms}
-    print(f"{cpu_line()} | SD1.5 UNet, {args.size} px, float32, exact mode")
+    print(f"{cpu_line()} | SD1.5 UNet, {args.size} px, {unet.dtype}, {args.mode} mode")
     with torch.inference_mode():
         for round_ in range(args.pairs * 2):
             order = list(arms) if round_ % 2 == 0 else list(arms)[::-1]

@@ -270,6 +270,24 @@ def test_on_intel_avx512_float32_convolutions_pack_only_on_small_maps(monkeypatc
         assert packed_conv._sfumato_pack is None  # the small map's copy went
 
 
+@pytest.mark.skipif(not cpu_info().native_bf16, reason="oneDNN's bf16 kernels need native bf16")
+def test_on_intel_avx512_bfloat16_convolutions_on_large_maps_pack_in_fast_mode_only(monkeypatch) -> None:
+    """Exact mode would copy a packed output back to NCHW, which the plain kernel does not need;
+    fast mode keeps the packed kernels' channels-last output for the next ops."""
+    fake_cpu(monkeypatch, SAPPHIRE)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, 3, padding=1).bfloat16()
+    exact, fast = copy.deepcopy(conv), copy.deepcopy(conv)
+    pack_weights(exact, "all")
+    pack_weights(fast, "all", exact=False)
+    small, large = (torch.randn(2, 16, side, side, dtype=torch.bfloat16) for side in (16, 32))
+    with torch.no_grad():
+        assert torch.equal(exact(small), conv(small)) and exact._sfumato_pack is not None
+        assert torch.equal(exact(large), conv(large)) and exact._sfumato_pack is None
+        assert relative_difference(fast(large).float(), conv(large).float()) < 1e-2
+        assert fast._sfumato_pack is not None
+
+
 def test_on_intel_avx512_float32_linears_pack_only_with_many_rows(monkeypatch) -> None:
     """MKL's GEMM is about as fast there: a reorder pays only with many rows. Never mid-run: a
     pipeline's results stay the same from one image to the next."""

@@ -17,8 +17,8 @@
     22-90 to ~155 GFLOP/s. Only weights used in place from memory-mapped files are packed (their
     pages are given back), so resident memory does not grow. The first call pays for the packing
     (~6 s for SD1.5's UNet on 2 cores), which is repaid from the third UNet call on. On Intel's
-    AVX-512 CPUs float32 convolutions on maps larger than 16x16 keep oneDNN's own path, as fast
-    there without a packed copy (`packing._fp32_max_area`);
+    AVX-512 CPUs convolutions on maps larger than 16x16 keep oneDNN's own path, as fast or faster
+    there without a packed copy, in float32 and bfloat16 (`packing._max_packed_area`);
   - on AMD's AVX-512 CPUs, or where torch has no NNPACK, the VAE's convolution weights in
     channels-last layout instead, where oneDNN's 3x3 kernels run faster on its large maps (0.78x of
     NCHW at 256 px on an EPYC Zen 5); on Intel's, Winograd beats both (`_winograd_suits_vae`);

@@ -75,7 +75,7 @@ class _PackedWeight:
     _sfumato_dtypes: tuple[torch.dtype, ...]
     _sfumato_policy: Policy
     _sfumato_winograd: bool
-    _sfumato_fp32_max_area: int | None  # convolutions: see `_fp32_max_area`
+    _sfumato_max_area: int | None  # convolutions: see `_max_packed_area`
     _sfumato_fp32_min_rows: int | None  # linears: see `_fp32_min_rows`
     _sfumato_exact: bool  # rounds like the plain modules: no fused activations
 
@@ -153,9 +153,10 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
             # (float32; other dtypes keep the convolution's own rounding of the bias).
             self._drop_pack()
             return self._pointwise_gemm(x) if x.dtype == torch.float32 else super().forward(x)
-        max_area = self._sfumato_fp32_max_area
-        if max_area is not None and self.weight.dtype == torch.float32 and x.shape[2] * x.shape[3] > max_area:
-            # A large map where packing does not pay (`_fp32_max_area`): an earlier input's packed
+        max_area = self._sfumato_max_area
+        large = max_area is not None and x.shape[2] * x.shape[3] > max_area
+        if large and (self._sfumato_exact or self.weight.dtype == torch.float32):
+            # A large map where packing does not pay (`_max_packed_area`): an earlier input's packed
             # copy goes, as the plain kernel reads the weight itself.
             self._drop_pack()
             return super().forward(x)
@@ -285,15 +286,23 @@ class PackedLinear(_PackedWeight, nn.Linear):
 SMALL_MAP = 16 * 16
 
 
-def _fp32_max_area() -> int | None:
-    """Largest map (pixels) on which packing a float32 convolution's weight pays on this CPU; None: any.
+def _max_packed_area() -> int | None:
+    """Largest map (pixels) on which packing a float32, or exact mode's, convolution weight pays on
+    this CPU; None: any.
 
-    On Intel's AVX-512 CPUs in float32 only small maps gain (a Xeon with AMX, `bench/conv.py`: 1280
-    channels at 4x4 8.8 ms packed against 20.7 plain, at 8x8 21.7 against 29.9, at 16x16 63 against
-    75); on SD1.5's larger maps the UNet ran as fast with plain weights (`python bench/packing_ab.py`:
-    a wash within the host's ±5%), and packing them only lengthened the first call. (Its linears do
-    gain, 1-6%, and stay packed.) On AMD's CPUs and in bfloat16, packing paid everywhere it was
-    measured.
+    On Intel's AVX-512 CPUs only small maps gain (a Xeon with AMX):
+    - float32 (`bench/conv.py`): 1280 channels at 4x4 8.8 ms packed against 20.7 plain, at 8x8 21.7
+      against 29.9, at 16x16 63 against 75; on SD1.5's larger maps the UNet ran as fast with plain
+      weights (`python bench/packing_ab.py`: a wash within the host's ±5%), and packing them only
+      lengthened the first call. (Its linears do gain, 1-6%, and stay packed.)
+    - bfloat16 in exact mode (`python bench/packing_ab.py --size 512 --dtype bfloat16`): a 512 px
+      UNet call took 1.69 s with the maps up to 16x16 packed against 1.78 with every map packed
+      (interleaved; 1.65 against 1.94 in separate processes, 1.72 with none packed); at 256 px,
+      where the 32x32 maps are the only larger ones, 0.47 either way. Exact mode hands a packed
+      convolution's output back NCHW, a copy the plain kernel does not need.
+    In fast mode's bfloat16 every map is packed all the same: the packed kernels' channels-last output
+    feeds the next ops in that layout, and the 512 px call took 1.37 s against 1.61 with the rule
+    (`--mode fast`). On AMD's CPUs packing paid everywhere it was measured.
     """
     return SMALL_MAP if _intel_avx512() else None
 
@@ -363,7 +372,7 @@ def _release_scratch(*_: Any) -> None:
 _PACKED = {nn.Conv2d: PackedConv2d, nn.Linear: PackedLinear}
 _STATE = (
     "_sfumato_pack_key", "_sfumato_pack", "_sfumato_mappings", "_sfumato_dtypes", "_sfumato_policy",
-    "_sfumato_winograd", "_sfumato_fp32_max_area", "_sfumato_fp32_min_rows", "_sfumato_exact",
+    "_sfumato_winograd", "_sfumato_max_area", "_sfumato_fp32_min_rows", "_sfumato_exact",
 )  # fmt: skip
 
 
@@ -392,7 +401,7 @@ def _reset(
     child._sfumato_mappings, child._sfumato_dtypes, child._sfumato_policy = mappings, dtypes, policy
     child._sfumato_exact = exact
     child._sfumato_winograd = winograd and _winograd_shaped(child)
-    child._sfumato_fp32_max_area = _fp32_max_area() if isinstance(child, nn.Conv2d) else None
+    child._sfumato_max_area = _max_packed_area() if isinstance(child, nn.Conv2d) else None
     child._sfumato_fp32_min_rows = _fp32_min_rows() if isinstance(child, nn.Linear) else None
 
 
