@@ -92,6 +92,20 @@ def test_bands_and_weight_chunks_give_the_same_numbers(monkeypatch, whole, band,
     assert relative_difference(winograd_f4_conv2d(x[1:2], w, b, (1, 1)), out[1:2].double()) < 1e-6
 
 
+@pytest.mark.parametrize("factor", [2, 3])
+def test_an_enlarged_input_in_bands_matches_one_band(monkeypatch, factor) -> None:
+    """Bands start on odd enlarged rows too (a 1-row padding): each row phase is copied apart."""
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 6, 13, 11), torch.randn(5, 6, 3, 3), torch.randn(5)
+    whole = winograd_f4_conv2d(x, w, b, (1, 1), upsample=factor)
+    monkeypatch.setattr(winograd_f4, "WHOLE_BYTES", 1000)
+    monkeypatch.setattr(winograd_f4, "BAND_BYTES", 1000)  # one tile row per band
+    assert winograd_f4._plan(2, 6, 5, 13 * factor, 11 * factor, 4)[:2] == (1, 1)
+    banded = winograd_f4_conv2d(x, w, b, (1, 1), upsample=factor)
+    assert relative_difference(banded, whole.double()) < 5e-6  # float rounding only: other GEMM sizes
+    assert relative_difference(banded, direct(x, w, b, 1, factor)) < 1e-5
+
+
 def test_the_weight_transform_is_the_kronecker_product_of_the_1d_one() -> None:
     torch.manual_seed(0)
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
