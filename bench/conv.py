@@ -29,7 +29,7 @@ UNET = [
 VAE = [
     (c, c, s, 1)
     for c, s in ((512, 32), (512, 64), (256, 128), (128, 256), (512, 128), (256, 256), (128, 512))
-]
+] + [(128, 3, 512, 1)]  # the decoder's last convolution
 
 
 def best_ms(fn, repeats: int) -> float:

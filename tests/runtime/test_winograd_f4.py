@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fixtures.cpus import SAPPHIRE, ZEN3, fake_cpu
-from sfumato.runtime import winograd_f4
+from sfumato.runtime import winograd, winograd_f4
 from sfumato.runtime.packing import PackedConv2d, pack_weights
 from sfumato.runtime.winograd import winograd_suits, winograd_usable
 from sfumato.runtime.winograd_f4 import SPAN, TILE, transform_weight, winograd_f4_conv2d
@@ -148,9 +148,11 @@ def test_the_shape_rule_on_intel_avx512(monkeypatch) -> None:
     assert winograd_suits(128, 128, 512, 512) and winograd_suits(320, 320, 32, 32)
     assert winograd_suits(1920, 640, 32, 32) and winograd_suits(1280, 1280, 16, 16)
     assert not winograd_suits(640, 640, 16, 16) and not winograd_suits(1280, 1280, 8, 8)
+    assert not winograd_suits(128, 3, 512, 512) and not winograd_suits(4, 320, 64, 64)  # few channels
 
 
 def test_a_switched_conv_takes_it_on_intel_avx512_only(monkeypatch, f4_calls, nnpack_calls) -> None:
+    monkeypatch.setattr(winograd, "OWN_MIN_CHANNELS", 16)  # a small module stands in for SD's
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 16, 3, padding=1)
     switched = copy.deepcopy(conv)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from . import cpu
 from .winograd_f4 import enlarged_rows, winograd_f4_conv2d
 
+OWN_MIN_CHANNELS = 128  # fewest input and output channels with which our F(4x4, 3x3) pays
 _pool_threads: int | None = None  # torch.get_num_threads() when this process first ran NNPACK
 
 # Input bytes per NNPACK call. NNPACK transforms a call's whole input and output at once: its
@@ -74,7 +75,10 @@ def winograd_suits(c_in: int, c_out: int, height: int, width: int) -> bool:
     - Intel AVX-512 (a Xeon with AMX, our F(4x4, 3x3), 2026-12-04): 0.50-0.84x on every map of
       32x32 and more at every channel count of SD1.5's UNet and VAE, 0.60-0.72x on 16x16 maps with
       1280 channels or more; it lost on 16x16 with 640 channels (1.08x packed oneDNN) and on 8x8
-      and 4x4 (2.2x and 4.9x: there the transformed weight, 4x the weight, is read for few tiles).
+      and 4x4 (2.2x and 4.9x: there the transformed weight, 4x the weight, is read for few tiles),
+      and with fewer than `OWN_MIN_CHANNELS` channels on either side, where the transforms outweigh
+      the products (the VAE's last convolution, 128 to 3 channels at 512x512: 73.6 ms against 58.5;
+      64 to 64 at 128x128: 4.3 against 3.5).
     - AVX2 (EPYC Zen 3, NNPACK): Winograd took 0.3-0.8x oneDNN's time on maps of 64x64 and more at
       every channel count of SD1.5's UNet and VAE; it lost on every smaller map, where the weight
       transform redone on each call outweighs the product: 1.2-2.7x on 32x32 with 320 channels, and
@@ -89,6 +93,8 @@ def winograd_suits(c_in: int, c_out: int, height: int, width: int) -> bool:
     """
     area = height * width
     if _own_kernel():
+        if min(c_in, c_out) < OWN_MIN_CHANNELS:
+            return False
         return area >= 32 * 32 or (area >= 16 * 16 and min(c_in, c_out) >= 1280)
     if cpu.cpu_info().capability.startswith("AVX512"):
         return area >= 128 * 128 or (area >= 64 * 64 and min(c_in, c_out) >= 512)
