@@ -113,9 +113,10 @@ def winograd_conv2d(
     With `upsample=k`, the convolution of `x` enlarged k times by nearest-neighbour interpolation,
     band by band, so the enlarged map (the largest tensor of a VAE decode) never exists whole.
 
-    NNPACK gets one call per sample: torch's batched NNPACK path uses a slower algorithm (measured 1.7-3.4x),
-    and per-sample calls make each sample's result independent of the batch it came in. Samples
-    larger than `BAND_BYTES` go in bands of rows; the results are bit for bit those of one call.
+    NNPACK gets one call per sample: torch's batched NNPACK path uses a slower algorithm (measured
+    1.7-3.4x), and per-sample calls make each sample's result independent of the batch it came in.
+    Samples larger than `BAND_BYTES` go in bands of rows; the results are bit for bit those of one
+    call. Our F(4x4, 3x3) plans its own bands (`runtime.winograd_f4`).
     """
     if _own_kernel():
         return winograd_f4_conv2d(x, weight, bias, padding, upsample)
