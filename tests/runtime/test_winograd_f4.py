@@ -134,6 +134,19 @@ def test_buffers_are_kept_between_calls_and_per_thread() -> None:
     assert winograd_f4._local.scratch is None
 
 
+def test_buffers_made_under_inference_mode_serve_calls_outside_it() -> None:
+    """A pipeline called under `torch.inference_mode()`, then its VAE under `torch.no_grad()`."""
+    torch.manual_seed(0)
+    x, w = torch.randn(1, 8, 16, 16), torch.randn(8, 8, 3, 3)
+    winograd_f4.release_scratch()
+    with torch.inference_mode():
+        first = winograd_f4_conv2d(x, w, None, (1, 1))
+    with torch.no_grad():
+        assert torch.equal(winograd_f4_conv2d(x, w, None, (1, 1)), first)
+    with torch.inference_mode():
+        assert torch.equal(winograd_f4_conv2d(x, w, None, (1, 1)), first)
+
+
 def test_a_narrower_call_after_a_wider_one_keeps_its_border_zero() -> None:
     """The kept band buffer held a wider map before: the columns beside the new one must be zero."""
     torch.manual_seed(0)

@@ -218,7 +218,11 @@ class _Scratch:
         buffer = self.buffers.get(name)
         if buffer is None or buffer.numel() < numel:
             self.buffers.pop(name, None)  # the old one goes before the larger one comes
-            buffer = self.buffers[name] = torch.empty(numel, dtype=self.dtype, device=self.device)
+            # a normal tensor even under `torch.inference_mode()`: an inference tensor could not be
+            # written by a later call made outside it (under `torch.no_grad()`, say)
+            with torch.inference_mode(False):
+                buffer = torch.empty(numel, dtype=self.dtype, device=self.device)
+            self.buffers[name] = buffer
         return buffer[:numel].view(shape)
 
 
