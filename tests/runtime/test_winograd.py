@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fixtures.cpus import ZEN3, ZEN5, fake_cpu
+from fixtures.cpus import SAPPHIRE, ZEN3, ZEN5, fake_cpu
 from sfumato.runtime import winograd
 from sfumato.runtime.packing import PackedConv2d, pack_weights
 from sfumato.runtime.winograd import winograd_available, winograd_conv2d, winograd_suits
@@ -115,6 +115,22 @@ def test_only_3x3_stride_1_convolutions_are_switched_for_winograd() -> None:
     )
     assert pack_weights(model, "none", winograd=True) == 1
     assert [type(m) for m in model] == [nn.Conv2d, nn.Conv2d, PackedConv2d]
+
+
+@pytest.mark.parametrize("machine", [ZEN3, SAPPHIRE])
+@pytest.mark.parametrize("options", [{"padding": 1, "padding_mode": "reflect"}, {"padding": "same"}])
+def test_other_padding_modes_keep_their_own_padding(monkeypatch, machine, options) -> None:
+    """Winograd pads with zeros: a reflecting (or 'same') convolution stays on its usual path."""
+    fake_cpu(monkeypatch, machine)
+    monkeypatch.setattr(winograd, "OWN_MIN_CHANNELS", 1)  # our F(4x4, 3x3) would take 8 channels
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, **options)
+    switched = copy.deepcopy(conv)
+    pack_weights(switched, "none", winograd=True)
+    assert not getattr(switched, "_sfumato_winograd", False)
+    x = torch.randn(1, 8, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(switched(x), conv(x))
 
 
 def test_autograd_other_dtypes_and_a_changed_thread_count_take_the_direct_path(
