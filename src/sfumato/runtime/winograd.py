@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import cpu
-from .winograd_f4 import enlarged_rows, winograd_f4_conv2d
+from .winograd_f4 import winograd_f4_conv2d
 
 OWN_MIN_CHANNELS = 128  # fewest input and output channels with which our F(4x4, 3x3) pays
 _pool_threads: int | None = None  # torch.get_num_threads() when this process first ran NNPACK
@@ -154,13 +154,23 @@ def nnpack_conv2d(
         for top in range(0, out_h, rows):
             bottom = min(top + rows, out_h)
             first, last = top - pad_h, bottom + 2 - pad_h  # the input rows these outputs read
-            band = enlarged_rows(x[i : i + 1], max(first, 0), min(last, height), upsample)
+            band = _rows(x[i : i + 1], max(first, 0), min(last, height), upsample)
             if first < 0 or last > height:  # zero rows where the band meets the padding
                 band = F.pad(band, (0, 0, max(-first, 0), max(last - height, 0)))
             out[i : i + 1, :, top:bottom] = torch._nnpack_spatial_convolution(
                 band, weight, bias, [0, pad_w], [1, 1]
             )
     return out
+
+
+def _rows(x: torch.Tensor, start: int, stop: int, upsample: int) -> torch.Tensor:
+    """Rows `start:stop` of `x` enlarged `upsample` times by nearest-neighbour interpolation."""
+    if upsample == 1:
+        return x[:, :, start:stop]
+    source = x[:, :, start // upsample : -(-stop // upsample)]
+    enlarged = F.interpolate(source, scale_factor=float(upsample), mode="nearest")
+    offset = start - start // upsample * upsample
+    return enlarged[:, :, offset : offset + stop - start]
 
 
 def winograd_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -20,7 +20,7 @@ NNPACK; oneDNN's direct kernels give ~3e-7 (float64 reference).
 The map is cut into bands of tile rows whose transformed input is about `BAND_BYTES`, so the
 intermediate products stay in cache and memory stays flat: a whole 512x512 map with 128 channels at
 once took 1.8x oneDNN's time, in 8 MB bands 0.62-0.73x. The buffers are kept from call to call, per
-thread (at most ~170 MB for SD1.5's shapes; `release_scratch` frees them).
+thread (at most ~190 MB for SD1.5's shapes; `release_scratch` frees them).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import math
 import threading
 
 import torch
-import torch.nn.functional as F
 
 TILE = 4  # output rows and columns per tile
 SPAN = TILE + 2  # input rows and columns per tile
@@ -74,9 +73,12 @@ def _transforms_1d() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 @functools.cache
 def _transforms_2d(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The 2-D transforms as Kronecker squares: (A^T x A^T) 16x36, (G x G) 36x9, (B^T x B^T) 36x36."""
-    a_t, g, b_t = _transforms_1d()
-    return tuple(torch.kron(m, m).to(dtype) for m in (a_t, g, b_t))  # type: ignore[return-value]
+    """The 2-D transforms as Kronecker squares: (A^T x A^T) 16x36, (G x G) 36x9, (B^T x B^T) 36x36.
+
+    Made as normal tensors even on a first call under `torch.inference_mode()`: they are kept."""
+    with torch.inference_mode(False):
+        a_t, g, b_t = _transforms_1d()
+        return tuple(torch.kron(m, m).to(dtype) for m in (a_t, g, b_t))  # type: ignore[return-value]
 
 
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -237,7 +239,7 @@ def _scratch(x: torch.Tensor) -> _Scratch:
 
 
 def release_scratch() -> None:
-    """Free this thread's kept buffers (at most ~`WEIGHT_BYTES` + 4 x `WHOLE_BYTES`)."""
+    """Free this thread's kept buffers (`_plan` bounds them: at most ~190 MB for SD1.5's shapes)."""
     _local.scratch = None
 
 
@@ -262,13 +264,3 @@ def _copy_enlarged(target: torch.Tensor, x: torch.Tensor, first_row: int, factor
         target[:, :, start::factor].view(count, channels, n, width, factor).copy_(
             source.expand(count, channels, n, width, factor)
         )
-
-
-def enlarged_rows(x: torch.Tensor, start: int, stop: int, upsample: int) -> torch.Tensor:
-    """Rows `start:stop` of `x` enlarged `upsample` times by nearest-neighbour interpolation."""
-    if upsample == 1:
-        return x[:, :, start:stop]
-    source = x[:, :, start // upsample : -(-stop // upsample)]
-    enlarged = F.interpolate(source, scale_factor=float(upsample), mode="nearest")
-    offset = start - start // upsample * upsample
-    return enlarged[:, :, offset : offset + stop - start]
