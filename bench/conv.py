@@ -46,8 +46,6 @@ def row(c_in: int, c_out: int, side: int, batch: int, repeats: int) -> str:
     from sfumato.runtime.winograd import nnpack_conv2d
     from sfumato.runtime.winograd_f4 import winograd_f4_conv2d
 
-    torch._nnpack_available()  # initialises NNPACK
-
     torch.manual_seed(0)
     x = torch.randn(batch, c_in, side, side)
     w = torch.randn(c_out, c_in, 3, 3) / (9 * c_in) ** 0.5
@@ -91,6 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     from speed import cpu_line
 
+    torch._nnpack_available()  # initialises NNPACK, which row() calls whatever the CPU
     print(cpu_line())
     print(
         "\nms (effective GFLOP/s); each Winograd's share of the best oneDNN time;"

@@ -33,6 +33,12 @@ class CpuInfo:
         return self.vendor == "GenuineIntel"
 
     @property
+    def intel_avx512(self) -> bool:
+        """Intel's AVX-512 CPUs, where MKL's and oneDNN's own float32 kernels already run near peak
+        (runtime.packing's rules) and our Winograd's GEMMs are MKL's AVX-512 ones (runtime.winograd)."""
+        return self.intel and self.capability.startswith("AVX512")
+
+    @property
     def amx_bf16(self) -> bool:
         """AMX tiles for bfloat16, which torch's CPU flash attention uses through oneDNN's brgemm."""
         return "amx_bf16" in self.flags

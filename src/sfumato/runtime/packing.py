@@ -304,13 +304,7 @@ def _max_packed_area() -> int | None:
     feeds the next ops in that layout, and the 512 px call took 1.37 s against 1.61 with the rule
     (`--mode fast`). On AMD's CPUs packing paid everywhere it was measured.
     """
-    return SMALL_MAP if _intel_avx512() else None
-
-
-def _intel_avx512() -> bool:
-    """Intel's AVX-512 CPUs: MKL's and oneDNN's own float32 kernels already run near peak there."""
-    info = cpu.cpu_info()
-    return info.intel and info.capability.startswith("AVX512")
+    return SMALL_MAP if cpu.cpu_info().intel_avx512 else None
 
 
 # Fewest rows with which packing a float32 linear's weight pays on Intel's AVX-512 CPUs
@@ -330,7 +324,7 @@ def _fp32_min_rows() -> int | None:
     From 1024 rows a weight's reorder costs a tenth of one call or less (SD1.5's 320-channel blocks
     at 256 px), so those pack. On AMD's CPUs and in bfloat16, packing paid everywhere it was measured.
     """
-    return MANY_ROWS if _intel_avx512() else None
+    return MANY_ROWS if cpu.cpu_info().intel_avx512 else None
 
 
 def _plain_layout(x: torch.Tensor) -> bool:

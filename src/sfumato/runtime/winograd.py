@@ -51,8 +51,7 @@ def winograd_available() -> bool:
 
 def _own_kernel() -> bool:
     """Whether our F(4x4, 3x3) is the implementation: Intel's AVX-512 CPUs, where it was measured."""
-    info = cpu.cpu_info()
-    return info.intel and info.capability.startswith("AVX512")
+    return cpu.cpu_info().intel_avx512
 
 
 @functools.cache
