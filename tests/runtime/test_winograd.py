@@ -1,5 +1,5 @@
-"""Winograd 3x3 convolutions through NNPACK, the implementation off Intel's AVX-512 CPUs: equal to direct
-ones within float rounding, taken only where they win. Our own F(4x4, 3x3): test_winograd_f4.py."""
+"""Winograd 3x3 convolutions through NNPACK, on AVX2's large maps and AMD's AVX-512: equal to direct ones
+within float rounding, taken only where they win. Our own F(4x4, 3x3): test_winograd_f4.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 from fixtures.cpus import SAPPHIRE, ZEN3, ZEN5, fake_cpu
 from sfumato.runtime import winograd
 from sfumato.runtime.packing import PackedConv2d, pack_weights
-from sfumato.runtime.winograd import winograd_available, winograd_conv2d, winograd_suits
+from sfumato.runtime.winograd import nnpack_conv2d, winograd_available, winograd_kernel
 
 pytestmark = pytest.mark.skipif(not winograd_available(), reason="needs a torch build with NNPACK")
 
@@ -33,11 +33,11 @@ def test_winograd_matches_a_float64_direct_convolution(
     x, w = torch.randn(batch, 24, 40, 36), torch.randn(16, 24, 3, 3) / 15
     b = torch.randn(16) if bias else None
     expected = F.conv2d(x.double(), w.double(), None if b is None else b.double(), padding=padding)
-    out = winograd_conv2d(x, w, b, (padding, padding))
+    out = nnpack_conv2d(x, w, b, (padding, padding))
     assert out.shape == expected.shape and out.dtype == torch.float32
     assert relative_difference(out.double(), expected) < 1e-4
     # each sample's result does not depend on the batch it came in
-    assert torch.equal(out[-1:], winograd_conv2d(x[-1:], w, b, (padding, padding)))
+    assert torch.equal(out[-1:], nnpack_conv2d(x[-1:], w, b, (padding, padding)))
     assert nnpack_calls
 
 
@@ -54,7 +54,7 @@ def test_bands_of_rows_give_the_numbers_of_one_call(
     )
     nnpack_calls.clear()
     monkeypatch.setattr(winograd, "BAND_BYTES", 8 * 30 * upsample * 4 * 10)  # 10 input rows: 6-row bands
-    banded = winograd_conv2d(x, w, b, (padding, padding), upsample=upsample)
+    banded = nnpack_conv2d(x, w, b, (padding, padding), upsample=upsample)
     assert torch.equal(banded, whole)
     assert max(c[2] for c in nnpack_calls) == 8  # 6 output rows and the 2 more they read
     assert sum(c[2] - 2 for c in nnpack_calls) == 2 * whole.shape[2]  # every output row once per sample
@@ -76,21 +76,23 @@ def test_an_upsampler_fuses_the_enlargement_into_its_convolution(nnpack_calls, m
 
 
 def test_the_shape_rule_follows_the_bench_on_avx2(monkeypatch) -> None:
+    """NNPACK from 64x64 maps on; our F(4x4, 3x3) on 32x32 with enough channels; oneDNN below."""
     fake_cpu(monkeypatch, ZEN3)
-    assert winograd_suits(128, 128, 512, 512) and winograd_suits(320, 320, 64, 64)
-    assert winograd_suits(640, 640, 64, 64) and winograd_suits(128, 128, 64, 64)
-    assert not winograd_suits(320, 320, 32, 32) and not winograd_suits(640, 640, 32, 32)
-    assert not winograd_suits(1920, 640, 32, 32) and not winograd_suits(512, 512, 32, 32)
-    assert not winograd_suits(1280, 1280, 16, 16) and not winograd_suits(1280, 1280, 8, 8)
+    for shape in ((128, 128, 512, 512), (320, 320, 64, 64), (960, 320, 64, 64), (4, 320, 64, 64)):
+        assert winograd_kernel(*shape) == "nnpack"
+    for shape in ((320, 320, 32, 32), (640, 640, 32, 32), (1920, 640, 32, 32), (512, 512, 32, 32)):
+        assert winograd_kernel(*shape) == "f4"
+    assert winograd_kernel(4, 320, 32, 32) is None and winograd_kernel(320, 4, 32, 32) is None
+    assert winograd_kernel(1280, 1280, 16, 16) is None and winograd_kernel(1280, 1280, 8, 8) is None
 
 
 def test_the_shape_rule_follows_the_bench_on_avx512(monkeypatch) -> None:
     """oneDNN's AVX-512 kernels beat NNPACK's AVX2 ones on SD1.5's UNet maps; the VAE's still go to Winograd."""
     fake_cpu(monkeypatch, ZEN5)
-    assert winograd_suits(128, 128, 512, 512) and winograd_suits(256, 256, 128, 128)
-    assert winograd_suits(512, 512, 64, 64) and winograd_suits(320, 320, 128, 128)
-    assert not winograd_suits(320, 320, 64, 64) and not winograd_suits(640, 640, 32, 32)
-    assert not winograd_suits(512, 512, 32, 32)
+    for shape in ((128, 128, 512, 512), (256, 256, 128, 128), (512, 512, 64, 64), (320, 320, 128, 128)):
+        assert winograd_kernel(*shape) == "nnpack"
+    for shape in ((320, 320, 64, 64), (640, 640, 32, 32), (512, 512, 32, 32)):
+        assert winograd_kernel(*shape) is None
 
 
 @pytest.mark.parametrize("machine", ["avx2", "avx512"])

@@ -1,5 +1,5 @@
 """Our Winograd F(4x4, 3x3): equal to a direct convolution within float rounding in every band and
-chunk layout, its buffers kept per thread, and taken on Intel's AVX-512 CPUs where it wins."""
+chunk layout, its buffers kept per thread, and taken where it wins (Intel's AVX-512, AVX2's 32x32 maps)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fixtures.cpus import SAPPHIRE, ZEN3, fake_cpu
+from fixtures.cpus import SAPPHIRE, ZEN3, ZEN5, fake_cpu
 from sfumato.runtime import winograd, winograd_f4
 from sfumato.runtime.packing import PackedConv2d, pack_weights
-from sfumato.runtime.winograd import winograd_suits, winograd_usable
+from sfumato.runtime.winograd import winograd_kernel, winograd_usable
 from sfumato.runtime.winograd_f4 import SPAN, TILE, transform_weight, winograd_f4_conv2d
 
 
@@ -158,13 +158,14 @@ def test_a_narrower_call_after_a_wider_one_keeps_its_border_zero() -> None:
 
 def test_the_shape_rule_on_intel_avx512(monkeypatch) -> None:
     fake_cpu(monkeypatch, SAPPHIRE)
-    assert winograd_suits(128, 128, 512, 512) and winograd_suits(320, 320, 32, 32)
-    assert winograd_suits(1920, 640, 32, 32) and winograd_suits(1280, 1280, 16, 16)
-    assert not winograd_suits(640, 640, 16, 16) and not winograd_suits(1280, 1280, 8, 8)
-    assert not winograd_suits(128, 3, 512, 512) and not winograd_suits(4, 320, 64, 64)  # few channels
+    for shape in ((128, 128, 512, 512), (320, 320, 32, 32), (1920, 640, 32, 32), (1280, 1280, 16, 16)):
+        assert winograd_kernel(*shape) == "f4"
+    for shape in ((640, 640, 16, 16), (1280, 1280, 8, 8), (128, 3, 512, 512), (4, 320, 64, 64)):
+        assert winograd_kernel(*shape) is None  # small maps, few channels
 
 
-def test_a_switched_conv_takes_it_on_intel_avx512_only(monkeypatch, f4_calls, nnpack_calls) -> None:
+def test_a_switched_conv_takes_it_where_it_wins(monkeypatch, f4_calls, nnpack_calls) -> None:
+    """Intel's AVX-512: every map from 32x32; AVX2: 32x32 maps, NNPACK from 64x64; AMD's AVX-512: never."""
     monkeypatch.setattr(winograd, "OWN_MIN_CHANNELS", 16)  # a small module stands in for SD's
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 16, 3, padding=1)
@@ -177,7 +178,12 @@ def test_a_switched_conv_takes_it_on_intel_avx512_only(monkeypatch, f4_calls, nn
         assert relative_difference(switched(large), conv(large).double()) < 1e-5
         assert relative_difference(switched(small), conv(small).double()) < 1e-5
         assert f4_calls == [(2, 16, 32, 32)] and not nnpack_calls  # the 8x8 map went to oneDNN
-        assert not winograd_usable(large.bfloat16(), switched.weight.bfloat16())
-        fake_cpu(monkeypatch, ZEN3)  # AMD: NNPACK, from 64x64 maps on
+        assert not winograd_usable(large.bfloat16(), switched.weight.bfloat16(), "f4")
+        fake_cpu(monkeypatch, ZEN3)
         switched(torch.randn(1, 16, 64, 64))
-    assert f4_calls == [(2, 16, 32, 32)] and nnpack_calls == [(1, 16, 64, 64)]
+        assert f4_calls == [(2, 16, 32, 32)] and nnpack_calls == [(1, 16, 64, 64)]
+        assert relative_difference(switched(large[:1]), conv(large[:1]).double()) < 1e-5
+        assert f4_calls == [(2, 16, 32, 32), (1, 16, 32, 32)]
+        fake_cpu(monkeypatch, ZEN5)
+        switched(large)
+    assert len(f4_calls) == 2 and len(nnpack_calls) == 1

@@ -42,7 +42,7 @@ from torch import nn
 from . import cpu
 from .layout import channels_last_pays, conv2d_channels_last
 from .pages import drop_pages, file_mappings, in_file_mapping, populate
-from .winograd import winograd_available, winograd_conv2d, winograd_suits, winograd_usable
+from .winograd import Kernel, winograd_available, winograd_conv2d, winograd_kernel, winograd_usable
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,9 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self._plain_needed(x):
             return super().forward(x)
-        if self._winograd_suits(x, 1):
-            return winograd_conv2d(x, self.weight, self.bias, self.padding)  # type: ignore[arg-type]
+        kernel = self._winograd_kernel(x, 1)
+        if kernel is not None:
+            return winograd_conv2d(x, self.weight, self.bias, self.padding, kernel=kernel)  # type: ignore[arg-type]
         if self._channels_last_suits(x):
             self._drop_pack()  # the plain weight serves; a copy packed for a smaller map goes
             return conv2d_channels_last(x, self.weight, self.bias, self.padding)  # type: ignore[arg-type]
@@ -214,20 +215,23 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
 
         None where that path does not apply: the caller then enlarges `x` and calls the module.
         """
-        if x.dim() != 4 or self._plain_needed(x) or not self._winograd_suits(x, factor):
+        kernel = None if x.dim() != 4 or self._plain_needed(x) else self._winograd_kernel(x, factor)
+        if kernel is None:
             return None
-        return winograd_conv2d(x, self.weight, self.bias, self.padding, upsample=factor)  # type: ignore[arg-type]
+        return winograd_conv2d(x, self.weight, self.bias, self.padding, upsample=factor, kernel=kernel)  # type: ignore[arg-type]
 
-    def _winograd_suits(self, x: torch.Tensor, factor: int) -> bool:
-        """Whether this call takes Winograd: a suitable module, map and dtype (see `runtime.winograd`)."""
-        if not (
-            self._sfumato_winograd
-            and winograd_suits(self.in_channels, self.out_channels, x.shape[2] * factor, x.shape[3] * factor)
-            and winograd_usable(x, self.weight)
-        ):
-            return False
+    def _winograd_kernel(self, x: torch.Tensor, factor: int) -> Kernel | None:
+        """The Winograd implementation this call takes, if any: a suitable module, map and dtype
+        (see `runtime.winograd`)."""
+        if not self._sfumato_winograd:
+            return None
+        kernel = winograd_kernel(
+            self.in_channels, self.out_channels, x.shape[2] * factor, x.shape[3] * factor
+        )
+        if kernel is None or not winograd_usable(x, self.weight, kernel):
+            return None
         self._drop_pack()  # a copy packed for another shape is not needed now
-        return True
+        return kernel
 
 
 class PackedLinear(_PackedWeight, nn.Linear):

@@ -5,13 +5,15 @@ transforms input tiles and weights so that an elementwise product per channel pa
 output tile: 4-5x fewer multiplications, paid for with transforms whose cost grows with the map and
 with the weight. On large maps the product dominates and the convolution runs 1.5-3x faster than
 oneDNN's direct kernels (VAE decoding, the UNet's 32x32 and 64x64 maps at 512 px). Two
-implementations, chosen by CPU (`bench/conv.py` measures both per shape; `winograd_suits` encodes
-where Winograd won there):
-- on Intel's AVX-512 CPUs, our F(4x4, 3x3) (`runtime.winograd_f4`), whose products are MKL's
-  AVX-512 GEMMs: 0.5-0.84x the time of oneDNN's best kernel on maps of 32x32 and more;
-- elsewhere NNPACK's F(6x6, 3x3), which torch's CPU builds ship: AVX2 kernels, weights transformed
-  again on every call, so it wins only on large maps. On AMD's CPUs our F(4x4, 3x3) has not been
-  measured yet; NNPACK keeps the place it won there.
+implementations, chosen per shape and CPU (`bench/conv.py` measures both per shape;
+`winograd_kernel` encodes where each won there):
+- our F(4x4, 3x3) (`runtime.winograd_f4`), whose products are MKL's GEMMs: on Intel's AVX-512 CPUs
+  0.5-0.84x the time of oneDNN's best kernel on maps of 32x32 and more; on AVX2 (EPYC Zen 3)
+  0.64-0.73x on 32x32 maps, where NNPACK took 0.81-1.42x;
+- NNPACK's F(6x6, 3x3), which torch's CPU builds ship: AVX2 kernels, weights transformed again on
+  every call, so it wins only on large maps: on AVX2 from 64x64 (0.38-0.74x, ours 0.47-1.06x), on
+  AMD's AVX-512 on the VAE's and SDXL's largest maps. On AMD's AVX-512 our F(4x4, 3x3) has not
+  been measured yet.
 
 Results differ from a direct convolution by float rounding: ~5e-6 (ours) and ~1e-5 (NNPACK) of the
 output's largest value against ~3e-7 for oneDNN (float64 reference), far inside the 1/255 image
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import platform
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -44,14 +47,18 @@ _pool_threads: int | None = None  # torch.get_num_threads() when this process fi
 BAND_BYTES = 16 * 2**20
 
 
+Kernel = Literal["f4", "nnpack"]
+
+
 def winograd_available() -> bool:
-    """Whether a Winograd implementation runs here: ours (`_own_kernel`) or NNPACK."""
-    return _own_kernel() or _nnpack_available()
+    """Whether a Winograd implementation was measured to win somewhere on this CPU and runs here."""
+    return _own_kernel_measured() or _nnpack_available()
 
 
-def _own_kernel() -> bool:
-    """Whether our F(4x4, 3x3) is the implementation: Intel's AVX-512 CPUs, where it was measured."""
-    return cpu.cpu_info().intel_avx512
+def _own_kernel_measured() -> bool:
+    """Whether our F(4x4, 3x3) has a rule on this CPU: Intel's AVX-512 and AVX2 (x86 without AVX-512)."""
+    info = cpu.cpu_info()
+    return info.intel_avx512 or info.capability == "AVX2"
 
 
 @functools.cache
@@ -67,37 +74,42 @@ def _nnpack_available() -> bool:
     )
 
 
-def winograd_suits(c_in: int, c_out: int, height: int, width: int) -> bool:
-    """Whether Winograd beats oneDNN for a 3x3, stride-1 float32 convolution of this shape on this CPU.
+def winograd_kernel(c_in: int, c_out: int, height: int, width: int) -> Kernel | None:
+    """The Winograd implementation that beats oneDNN for a 3x3, stride-1 float32 convolution of this
+    shape on this CPU; None where oneDNN's direct kernels are the fastest.
 
-    From `bench/conv.py`, against oneDNN's best kernel (plain or packed) for the shape:
-    - Intel AVX-512 (a Xeon with AMX, our F(4x4, 3x3), 2026-12-04): 0.50-0.84x on every map of
-      32x32 and more at every channel count of SD1.5's UNet and VAE, 0.60-0.72x on 16x16 maps with
-      1280 channels or more; it lost on 16x16 with 640 channels (1.08x packed oneDNN) and on 8x8
-      and 4x4 (2.2x and 4.9x: there the transformed weight, 4x the weight, is read for few tiles),
-      and with fewer than `OWN_MIN_CHANNELS` channels on either side, where the transforms outweigh
-      the products (the VAE's last convolution, 128 to 3 channels at 512x512: 73.6 ms against 58.5;
-      64 to 64 at 128x128: 4.3 against 3.5).
-    - AVX2 (EPYC Zen 3, NNPACK): Winograd took 0.3-0.8x oneDNN's time on maps of 64x64 and more at
-      every channel count of SD1.5's UNet and VAE; it lost on every smaller map, where the weight
-      transform redone on each call outweighs the product: 1.2-2.7x on 32x32 with 320 channels, and
-      on 32x32 with 512-1920 channels 0.7-1.0x on a quiet host (2026-11-23) but 1.2-1.55x against
-      packed oneDNN on a busy one (2026-12-02, interleaved). oneDNN keeps those: the gain at stake was
-      small, and its compute-bound kernels suffer less from a busy host.
-    - AVX-512 on AMD (EPYC Zen 5, NNPACK; oneDNN ~2x faster there): Winograd won only on the VAE
+    From `bench/conv.py`, against oneDNN's best kernel (plain, channels-last or packed) for the shape:
+    - Intel AVX-512 (a Xeon with AMX, 2026-12-04): ours took 0.50-0.84x on every map of 32x32 and more
+      at every channel count of SD1.5's UNet and VAE, 0.60-0.72x on 16x16 maps with 1280 channels or
+      more; it lost on 16x16 with 640 channels (1.08x packed oneDNN) and on 8x8 and 4x4 (2.2x and
+      4.9x: there the transformed weight, 4x the weight, is read for few tiles), and with fewer than
+      `OWN_MIN_CHANNELS` channels on either side, where the transforms outweigh the products (the
+      VAE's last convolution, 128 to 3 channels at 512x512: 73.6 ms against 58.5; 64 to 64 at
+      128x128: 4.3 against 3.5).
+    - AVX2 (EPYC Zen 3, 2026-12-06): on 32x32 maps ours took 0.64-0.73x (320-1920 input channels,
+      the UNet's batch of 2 and the VAE's single sample), NNPACK 0.81-1.42x; from 64x64 on NNPACK
+      took 0.38-0.74x and ours 0.47-1.06x (a tie only at 320 channels on 64x64), so NNPACK keeps
+      those. Both lost on 16x16 and smaller (ours 1.13-12.9x, NNPACK 2.4-30x). On 2026-11-23 and
+      12-02 NNPACK's 32x32 figures were 0.7-1.0x on a quiet host and 1.2-1.55x on a busy one.
+    - AVX-512 on AMD (EPYC Zen 5, NNPACK; oneDNN ~2x faster there): NNPACK won only on the VAE
       decoder's maps (0.71-0.75x at 64x64 with 512 channels and at 128x128; 0.66-0.9x of NCHW oneDNN
       on the larger ones) and on SDXL's 1024 px UNet maps (320 channels at 128x128 0.78x, 640 at
       64x64 0.69x); it lost on SD1.5's UNet at 512 px (320 channels at 64x64 1.0-1.3x, 640 at 32x32
       1.6x).
     """
-    area = height * width
-    if _own_kernel():
-        if min(c_in, c_out) < OWN_MIN_CHANNELS:
-            return False
-        return area >= 32 * 32 or (area >= 16 * 16 and min(c_in, c_out) >= 1280)
-    if cpu.cpu_info().capability.startswith("AVX512"):
-        return area >= 128 * 128 or (area >= 64 * 64 and min(c_in, c_out) >= 512)
-    return area >= 64 * 64
+    info = cpu.cpu_info()
+    area, fewest = height * width, min(c_in, c_out)
+    if info.intel_avx512:
+        if fewest < OWN_MIN_CHANNELS:
+            return None
+        return "f4" if area >= 32 * 32 or (area >= 16 * 16 and fewest >= 1280) else None
+    if info.capability.startswith("AVX512"):
+        nnpack = area >= 128 * 128 or (area >= 64 * 64 and fewest >= 512)
+    else:
+        nnpack = area >= 64 * 64
+        if not nnpack and info.capability == "AVX2" and area >= 32 * 32 and fewest >= OWN_MIN_CHANNELS:
+            return "f4"
+    return "nnpack" if nnpack and _nnpack_available() else None
 
 
 def winograd_conv2d(
@@ -106,18 +118,16 @@ def winograd_conv2d(
     bias: torch.Tensor | None,
     padding: tuple[int, int],
     upsample: int = 1,
+    *,
+    kernel: Kernel,
 ) -> torch.Tensor:
-    """`F.conv2d(x, weight, bias, padding=padding)` for a 3x3 stride-1 float32 convolution, by Winograd.
+    """`F.conv2d(x, weight, bias, padding=padding)` for a 3x3 stride-1 float32 convolution, by Winograd
+    through `kernel` (`winograd_kernel` names the one that wins for the shape).
 
     With `upsample=k`, the convolution of `x` enlarged k times by nearest-neighbour interpolation,
     band by band, so the enlarged map (the largest tensor of a VAE decode) never exists whole.
-
-    NNPACK gets one call per sample: torch's batched NNPACK path uses a slower algorithm (measured
-    1.7-3.4x), and per-sample calls make each sample's result independent of the batch it came in.
-    Samples larger than `BAND_BYTES` go in bands of rows; the results are bit for bit those of one
-    call. Our F(4x4, 3x3) plans its own bands (`runtime.winograd_f4`).
     """
-    if _own_kernel():
+    if kernel == "f4":
         return winograd_f4_conv2d(x, weight, bias, padding, upsample)
     return nnpack_conv2d(x, weight, bias, padding, upsample)
 
@@ -129,7 +139,13 @@ def nnpack_conv2d(
     padding: tuple[int, int],
     upsample: int = 1,
 ) -> torch.Tensor:
-    """`winograd_conv2d` through NNPACK's F(6x6, 3x3), whatever the CPU (see `winograd_conv2d`)."""
+    """`winograd_conv2d` through NNPACK's F(6x6, 3x3), whatever the CPU.
+
+    NNPACK gets one call per sample: torch's batched NNPACK path uses a slower algorithm (measured
+    1.7-3.4x), and per-sample calls make each sample's result independent of the batch it came in.
+    Samples larger than `BAND_BYTES` go in bands of rows; the results are bit for bit those of one
+    call. (Our F(4x4, 3x3) plans its own bands, `runtime.winograd_f4`.)
+    """
     global _pool_threads
     if _pool_threads is None:
         _pool_threads = torch.get_num_threads()
@@ -172,9 +188,9 @@ def _rows(x: torch.Tensor, start: int, stop: int, upsample: int) -> torch.Tensor
     return enlarged[:, :, offset : offset + stop - start]
 
 
-def winograd_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether `winograd_conv2d` may run for this input now: float32 on CPU (and NNPACK's pool still
-    right-sized, where NNPACK is the implementation)."""
+def winograd_usable(x: torch.Tensor, weight: torch.Tensor, kernel: Kernel) -> bool:
+    """Whether `winograd_conv2d` may run for this input now through `kernel`: float32 on CPU (and, for
+    NNPACK, its pool still right-sized)."""
     if not (
         x.dtype == torch.float32
         and weight.dtype == torch.float32
@@ -182,6 +198,6 @@ def winograd_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.device.type == "cpu"
     ):
         return False
-    if _own_kernel():
+    if kernel == "f4":
         return True
     return (_pool_threads is None or _pool_threads == torch.get_num_threads()) and _nnpack_available()
