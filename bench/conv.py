@@ -89,7 +89,6 @@ def main() -> None:
     args = parser.parse_args()
     from speed import cpu_line
 
-    torch._nnpack_available()  # initialises NNPACK, which row() calls whatever the CPU
     print(cpu_line())
     print(
         "\nms (effective GFLOP/s); each Winograd's share of the best oneDNN time;"

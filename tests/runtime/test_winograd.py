@@ -158,3 +158,9 @@ def test_autograd_other_dtypes_and_a_changed_thread_count_take_the_direct_path(
 def test_winograd_can_be_turned_off() -> None:
     conv = nn.Conv2d(8, 8, 3, padding=1)
     assert pack_weights(conv, "none", winograd=False) == 0 and type(conv) is nn.Conv2d
+
+
+def test_nnpack_called_where_it_does_not_run_says_so(monkeypatch) -> None:
+    monkeypatch.setattr(winograd, "_nnpack_available", lambda: False)
+    with pytest.raises(RuntimeError, match="no working NNPACK"):
+        nnpack_conv2d(torch.randn(1, 4, 8, 8), torch.randn(4, 4, 3, 3), None, (1, 1))

@@ -4,14 +4,15 @@
 
 - mode "exact" (results equal diffusers' within float tolerance), on CPU:
   - 3x3 convolutions on large maps through Winograd's algorithm (`runtime.winograd`, float32), where
-    it beats oneDNN on this CPU (`winograd_suits`): on Intel's AVX-512 CPUs our F(4x4, 3x3) on
+    it beats oneDNN on this CPU (`winograd_kernel`): on Intel's AVX-512 CPUs our F(4x4, 3x3) on
     every map of 32x32 and more, and on 16x16 with 1280 channels (a 512 px VAE decode 0.58x
-    diffusers' time, a UNet call 0.78x, on a Xeon with AMX); elsewhere NNPACK's F(6x6, 3x3), on AVX2
-    every map of 64x64 and more, the VAE decoder's and the UNet's at 512 px (VAE decode 0.50x
-    diffusers' time at 512 px on an EPYC Zen 3), on AMD's AVX-512, where oneDNN's kernels are twice
-    as fast and NNPACK's are not, only the UNet's maps of 128x128 (SDXL at 1024 px) and those of
-    64x64 with 512 channels or more. Rounding ~5e-6 (ours) or ~1e-5 (NNPACK) of the output's scale
-    instead of ~3e-7 (images equal within 1/255). `winograd=False` keeps direct convolutions;
+    diffusers' time, a UNet call 0.78x, on a Xeon with AMX); on AVX2 our F(4x4, 3x3) on 32x32 maps
+    and NNPACK's F(6x6, 3x3) from 64x64, the VAE decoder's and the UNet's at 512 px (VAE decode
+    0.47-0.50x diffusers' time at 512 px on an EPYC Zen 3); on AMD's AVX-512, where oneDNN's kernels
+    are twice as fast and NNPACK's are not, NNPACK only on the UNet's maps of 128x128 (SDXL at
+    1024 px) and those of 64x64 with 512 channels or more. Rounding ~5e-6 (ours) or ~1e-5 (NNPACK)
+    of the output's scale instead of ~3e-7 (images equal within 1/255). `winograd=False` keeps
+    direct convolutions;
   - the UNet's other convolution and linear weights packed once for oneDNN (`runtime.packing`)
     instead of reordered on every call: the 1280-channel 3x3 convolutions at 4x4 and 8x8 go from
     22-90 to ~155 GFLOP/s. Only weights used in place from memory-mapped files are packed (their
@@ -25,7 +26,7 @@
   - on AMD's AVX-512 CPUs, float32 self-attention over 2048 tokens and more head by head through
     oneDNN's GEMMs (`runtime.attention.exact_attention`): 0.6-0.7x SDPA's time, same rounding (on
     Intel's, SDPA's kernels are the faster ones).
-  SD1.5 end to end: 0.59-0.62x diffusers' time at 256 px, 0.71-0.81x at 512 px (AVX2 EPYC); 0.74x and
+  SD1.5 end to end: 0.62-0.64x diffusers' time at 256 px, 0.70-0.75x at 512 px (AVX2 EPYC); 0.74x and
   0.68x on a Xeon with AMX (bench/README.md).
 - mode "fast" (tiny numeric differences accepted): also the fastest compute dtype for the device,
   bfloat16 on CPUs with native bf16 (avx512_bf16 / AMX), float32 elsewhere, float16 on CUDA; the

@@ -147,6 +147,8 @@ def nnpack_conv2d(
     call. (Our F(4x4, 3x3) plans its own bands, `runtime.winograd_f4`.)
     """
     global _pool_threads
+    if not _nnpack_available():  # also initialises NNPACK, without which its convolution fails
+        raise RuntimeError("this torch build has no working NNPACK (x86-64 with AVX2 or ARM with NEON)")
     if _pool_threads is None:
         _pool_threads = torch.get_num_threads()
     weight = weight.contiguous()
