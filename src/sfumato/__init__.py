@@ -24,7 +24,12 @@ _LAZY: dict[str, str] = {
 }
 
 # Each subpackage lists its public names in a torch-free `_names.py`; they are exported here too.
-_SUBMODULE_TABLES = ("sfumato.schedulers._names", "sfumato.models._names", "sfumato.pipelines._names")
+_SUBMODULE_TABLES = (
+    "sfumato.schedulers._names",
+    "sfumato.models._names",
+    "sfumato.pipelines._names",
+    "sfumato.tokenization._names",
+)
 
 
 def _load_tables() -> None:

@@ -16,14 +16,14 @@ def test_our_classes_for_diffusers_and_sfumato_entries():
 def test_transformers_classes_and_renames():
     import transformers
 
-    assert registry.resolve("transformers", "CLIPTokenizer") is transformers.CLIPTokenizer
+    assert registry.resolve("transformers", "CLIPTextConfig") is transformers.CLIPTextConfig
     assert registry.resolve("transformers", "CLIPFeatureExtractor") is transformers.CLIPImageProcessor
 
 
-def test_clip_text_encoders_resolve_to_ours():
+def test_clip_text_encoders_and_tokenizer_resolve_to_ours():
     import sfumato
 
-    for name in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+    for name in ("CLIPTextModel", "CLIPTextModelWithProjection", "CLIPTokenizer", "CLIPTokenizerFast"):
         cls = registry.resolve("transformers", name, "text_encoder")
         assert cls is getattr(sfumato, name) and cls.__module__.startswith("sfumato.")
 

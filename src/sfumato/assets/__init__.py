@@ -11,7 +11,7 @@ __all__ = ["clip_tokenizer_path"]
 def clip_tokenizer_path() -> Path:
     """Folder holding the SD 1.x CLIP-L tokenizer (`vocab.json`, `merges.txt`, configs; MIT, OpenAI).
 
-    Load it with `transformers.CLIPTokenizer.from_pretrained(clip_tokenizer_path())`.
+    Load it with `sfumato.CLIPTokenizer.from_pretrained(clip_tokenizer_path())` (or transformers' class).
     """
     # The package is installed as plain files (wheel or editable), so the traversable is a real folder.
     folder = Path(str(importlib.resources.files(__name__).joinpath("clip_tokenizer")))

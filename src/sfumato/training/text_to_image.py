@@ -146,9 +146,8 @@ def build_unet(cfg: ShapesModelConfig) -> Any:
 
 
 def load_tokenizer() -> Any:
-    from transformers import CLIPTokenizer
-
     from ..assets import clip_tokenizer_path
+    from ..tokenization.clip import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained(clip_tokenizer_path())
 
