@@ -1,6 +1,7 @@
 """`sfumato generate` end to end on a tiny Stable Diffusion folder: files, metadata, reproducibility."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -134,3 +135,22 @@ def test_image_to_image_and_inpainting(tmp_path, capsys, sd_model):
     )
     assert code == 0, err
     assert Image.open(paths[0]).size == (64, 64)
+
+
+def test_quiet_bundled_model_run_imports_no_transformers(tmp_path):
+    """`--quiet` silences the Hub's and transformers' bars without importing them (0.5-1 s a run)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from sfumato.cli import main\n"
+        f"code = main(['generate', 'a red circle', '--steps', '2', '--seed', '1', '--quiet', '--outdir', {str(tmp_path)!r}])\n"
+        "assert code == 0, code\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'), "
+        "os.environ.get('HF_HUB_DISABLE_PROGRESS_BARS'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[] 1", out.stdout + out.stderr
+    assert len(list(tmp_path.glob("*.png"))) == 1
