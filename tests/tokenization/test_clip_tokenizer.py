@@ -86,6 +86,9 @@ def test_tokens_and_decoding_equal_transformers(reference, ours):
     batch = reference(CORPUS[:4], padding=True).input_ids
     assert ours.batch_decode(batch) == reference.batch_decode(batch)
     assert ours.decode(torch.tensor(batch[0])) == reference.decode(batch[0])
+    assert ours.decode(np.array(batch[0])) == reference.decode(batch[0])
+    assert ours.decode(320) == reference.decode(320) == "a"
+    assert ours.convert_ids_to_tokens(np.int64(320)) == "a</w>"
 
 
 def test_single_text_and_tensors(reference, ours):

@@ -29,6 +29,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -257,8 +258,8 @@ class CLIPTokenizer:
         return [self.convert_tokens_to_ids(t) for t in tokens]  # type: ignore[misc]
 
     def convert_ids_to_tokens(self, ids: int | Iterable[int]) -> str | list[str]:
-        if isinstance(ids, int):
-            return self._backend.id_to_token(ids)
+        if isinstance(ids, Integral):
+            return self._backend.id_to_token(int(ids))
         return [self._backend.id_to_token(int(i)) for i in ids]
 
     # ------------------------------------------------------------------ encoding
@@ -338,9 +339,8 @@ class CLIPTokenizer:
 
     def decode(self, ids: Any, skip_special_tokens: bool = False, **_ignored: Any) -> str:
         """Text of `ids` (a list, 1-D tensor or array): tokens joined, each `</w>` a space, ends stripped."""
-        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-        if isinstance(ids, int):
-            ids = [ids]
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+        ids = [ids] if isinstance(ids, Integral) else ids
         text = self._backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
         return text.replace(END_OF_WORD, " ").strip()
 
