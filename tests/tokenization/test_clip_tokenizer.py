@@ -91,6 +91,15 @@ def test_tokens_and_decoding_equal_transformers(reference, ours):
     assert ours.convert_ids_to_tokens(np.int64(320)) == "a</w>"
 
 
+def test_typed_special_tokens_in_capitals(reference, ours):
+    """As transformers registers them for an SD folder: the start token matched after lowercasing, the end
+    token only as written. (transformers' own flags vary with how a folder is loaded: with
+    `pad_token="!"` it matches the end token in capitals too; we keep this one rule.)"""
+    text = "<|STARTOFTEXT|> shout <|ENDOFTEXT|> <|endoftext|>"
+    assert ours(text).input_ids == reference(text).input_ids
+    assert ours(text).input_ids[:3] == [49406, 49406, 5214]
+
+
 def test_single_text_and_tensors(reference, ours):
     assert ours("a cat").input_ids == reference("a cat").input_ids == [49406, 320, 2368, 49407]
     assert ours.encode("a cat") == reference.encode("a cat")
@@ -187,6 +196,51 @@ def test_pipeline_subfolder_and_saved_settings(tmp_path):
         CLIPTokenizer.from_pretrained(tmp_path, subfolder="tokenizer", model_max_length=10).model_max_length
         == 10
     )
+
+
+ADDED_PROMPTS = ["a <cat-toy> on a mat", "a <Cat-Toy>!", "<sks>dog", "x<cat-toy>y <sks> <SKS>"]
+
+
+@pytest.mark.parametrize("layout", ["added_tokens.json", "added_tokens_decoder"])
+def test_added_tokens_of_a_folder_equal_transformers(tmp_path, layout):
+    """Textual inversion's tokens, baked into a folder: matched whole, lowercased, with the folder's ids."""
+    from transformers import CLIPTokenizer as Reference
+
+    shutil.copytree(clip_tokenizer_path(), tmp_path, dirs_exist_ok=True)
+    tokens = {"<cat-toy>": 49408, "<sks>": 49409}
+    if layout == "added_tokens.json":
+        (tmp_path / "added_tokens.json").write_text(json.dumps(tokens), encoding="utf-8")
+    else:
+        config_path = tmp_path / "tokenizer_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["added_tokens_decoder"] = {
+            str(i): dict(
+                content=t, lstrip=False, rstrip=False, normalized=True, single_word=False, special=False
+            )
+            for t, i in tokens.items()
+        }
+        config_path.write_text(json.dumps(config), encoding="utf-8")
+    expected, got = Reference.from_pretrained(str(tmp_path)), CLIPTokenizer.from_pretrained(tmp_path)
+    assert len(got) == len(expected) == 49410 and got.vocab_size == 49408
+    assert got(ADDED_PROMPTS).input_ids == expected(ADDED_PROMPTS).input_ids
+    assert 49408 in got("a <cat-toy>").input_ids
+    for ids in expected(ADDED_PROMPTS).input_ids:
+        assert got.decode(ids) == expected.decode(ids)
+
+    saved = tmp_path / "saved"
+    got.save_pretrained(saved)
+    assert json.loads((saved / "added_tokens.json").read_text(encoding="utf-8")) == tokens
+    for reread in (Reference.from_pretrained(str(saved)), CLIPTokenizer.from_pretrained(saved)):
+        assert reread(ADDED_PROMPTS).input_ids == expected(ADDED_PROMPTS).input_ids
+    (saved / "tokenizer.json").unlink()  # vocab.json + merges.txt + added_tokens.json alone
+    assert CLIPTokenizer.from_pretrained(saved)(ADDED_PROMPTS).input_ids == expected(ADDED_PROMPTS).input_ids
+
+
+def test_added_tokens_with_a_gap_are_refused(tmp_path):
+    shutil.copytree(clip_tokenizer_path(), tmp_path, dirs_exist_ok=True)
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<cat-toy>": 49500}), encoding="utf-8")
+    with pytest.raises(ValueError, match="'<cat-toy>' has id 49500, but the next free id is 49408"):
+        CLIPTokenizer.from_pretrained(tmp_path)
 
 
 def test_registry_resolves_transformers_names_to_ours():

@@ -8,18 +8,22 @@ import) and gives the same ids, masks and decoded text as transformers 5's `CLIP
 
 Folders in either layout load: `tokenizer.json` (the whole pipeline, as transformers 5 writes it),
 else `vocab.json` + `merges.txt` (the Hub's SD 1.x/2.x/XL folders), with `tokenizer_config.json` /
-`special_tokens_map.json` for the special tokens and `model_max_length`. `save_pretrained` writes all
-of them, so transformers 4 and 5 and diffusers read the folder back.
+`special_tokens_map.json` for the special tokens and `model_max_length`, and tokens added beyond the
+vocabulary (`added_tokens.json`, `added_tokens_decoder`: textual inversion's, baked into a folder).
+`save_pretrained` writes all of them, so transformers 4 and 5 and diffusers read the folder back.
 
 CLIP's text pipeline, for folders without `tokenizer.json`: NFC, runs of whitespace to one space,
 lowercase; split into CLIP's pre-tokens (the special tokens, English contractions, runs of letters,
 single digits, runs of other non-space characters); bytes mapped to printable characters; BPE with
 `</w>` marking the end of a word. Encoded: `<|startoftext|>` ids `<|endoftext|>`. Decoding joins the
 tokens, turns each `</w>` into a space and strips the ends (no clean-up of spaces before
-punctuation: transformers 5 skips it for BPE tokenizers too).
+punctuation: transformers 5 skips it for BPE tokenizers too). Special tokens typed into a prompt are
+matched whole, the start token in any case and the others as written, as transformers does for an SD
+folder (its flags vary with how a folder is loaded: with `pad_token="!"` it also matches
+`<|ENDOFTEXT|>`).
 
 Not implemented (use transformers' class, passed as `tokenizer=` to `from_pretrained`): adding
-tokens (textual inversion), text pairs, offsets and overflowing tokens.
+tokens at run time (`add_tokens`), text pairs, offsets and overflowing tokens.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
 CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+ADDED_TOKENS_FILE = "added_tokens.json"
 
 # CLIP's pre-tokens: special tokens, contractions, letter runs, single digits, other non-space runs
 PRE_TOKEN_PATTERN = (
@@ -98,8 +103,28 @@ class CLIPTokenizer:
         self._setup(_clip_backend(vocab, merges, unk_token), specials, model_max_length)
         self.name_or_path = name_or_path
 
-    def _setup(self, backend: Any, specials: dict[str, str], model_max_length: int) -> None:
+    def _setup(
+        self,
+        backend: Any,
+        specials: dict[str, str],
+        model_max_length: int,
+        added: Sequence[tuple[int, dict[str, Any]]] = (),
+    ) -> None:
+        """Keep `backend`, give it the folder's `added` tokens (id, AddedToken fields) and the special tokens."""
+        from tokenizers import AddedToken
+
         self._backend = backend
+        for token_id, fields in added:  # in id order, each must land on the id the folder gave it
+            if backend.token_to_id(fields["content"]) == token_id:
+                continue  # already there (the start and end tokens, or tokenizer.json's own list)
+            next_id = backend.get_vocab_size(with_added_tokens=True)
+            if token_id != next_id:
+                raise ValueError(
+                    f"added token {fields['content']!r} has id {token_id}, but the next free id is {next_id}: "
+                    "the folder's added tokens must follow the vocabulary without gaps"
+                )
+            token = AddedToken(**fields)
+            (backend.add_special_tokens if fields.get("special") else backend.add_tokens)([token])
         for name, token in specials.items():
             if backend.token_to_id(token) is None:
                 raise ValueError(
@@ -108,8 +133,12 @@ class CLIPTokenizer:
         self.bos_token, self.eos_token = specials["bos_token"], specials["eos_token"]
         self.unk_token, self.pad_token = specials["unk_token"], specials["pad_token"]
         self.model_max_length = model_max_length
-        for token in set(specials.values()):  # matched whole in text, kept by decode unless skipped
-            backend.add_special_tokens([token])
+        registered = {t.content for t in backend.get_added_tokens_decoder().values()}
+        for name, token in specials.items():  # matched whole in text, kept by decode unless skipped
+            if token not in registered:
+                # as transformers registers them: the start token matched after lowercasing, the others as typed
+                backend.add_special_tokens([AddedToken(token, special=True, normalized=name == "bos_token")])
+                registered.add(token)
 
     # ------------------------------------------------------------------ loading and saving
 
@@ -136,7 +165,14 @@ class CLIPTokenizer:
                 f"CLIPTokenizer.from_pretrained got unsupported options {sorted(unknown)}; it takes "
                 f"model_max_length and {', '.join(SPECIAL_NAMES)} (for others load transformers' CLIPTokenizer)"
             )
-        wanted = (TOKENIZER_FILE, VOCAB_FILE, MERGES_FILE, CONFIG_FILE, SPECIAL_TOKENS_FILE)
+        wanted = (
+            TOKENIZER_FILE,
+            VOCAB_FILE,
+            MERGES_FILE,
+            CONFIG_FILE,
+            SPECIAL_TOKENS_FILE,
+            ADDED_TOKENS_FILE,
+        )
 
         def select(files: Sequence[str]) -> list[str]:
             inside = subfolder and any(f.startswith(f"{subfolder}/") for f in files)
@@ -156,40 +192,21 @@ class CLIPTokenizer:
         specials = {name: settings.get(name) or DEFAULT_SPECIALS[name] for name in SPECIAL_NAMES}
         max_length = int(settings.get("model_max_length") or NO_LIMIT)
         name = os.fspath(id_or_folder)
+        added = _added_tokens(folder, settings)
         if (folder / TOKENIZER_FILE).is_file():
-            return cls._from_tokenizer_file(folder / TOKENIZER_FILE, specials, max_length, name)
-        if not (folder / VOCAB_FILE).is_file() or not (folder / MERGES_FILE).is_file():
+            backend = _backend_from_file(folder / TOKENIZER_FILE)
+        elif (folder / VOCAB_FILE).is_file() and (folder / MERGES_FILE).is_file():
+            backend = _clip_backend(folder / VOCAB_FILE, folder / MERGES_FILE, specials["unk_token"])
+        else:
             raise FileNotFoundError(
                 f"no tokenizer in {folder}: expected {TOKENIZER_FILE}, or {VOCAB_FILE} and {MERGES_FILE}"
             )
-        return cls(
-            folder / VOCAB_FILE,
-            folder / MERGES_FILE,
-            model_max_length=max_length,
-            name_or_path=name,
-            **specials,
-        )
-
-    @classmethod
-    def _from_tokenizer_file(
-        cls, path: Path, specials: dict[str, str], model_max_length: int, name_or_path: str
-    ) -> CLIPTokenizer:
-        """The pipeline exactly as `tokenizer.json` describes it (its own truncation and padding off:
-        `__call__` does those)."""
-        from tokenizers import Tokenizer
-        from tokenizers.models import BPE
-
-        try:
-            backend = Tokenizer.from_file(str(path))
-        except Exception as err:  # tokenizers raises plain Exceptions
-            raise ValueError(f"{path} is not a valid tokenizer.json: {err}") from err
-        if not isinstance(backend.model, BPE):
-            raise ValueError(f"{path} holds a {type(backend.model).__name__} model; CLIP's tokenizer is BPE")
-        backend.no_truncation()
-        backend.no_padding()
         tokenizer = cls.__new__(cls)
-        tokenizer._setup(backend, specials, model_max_length)
-        tokenizer.name_or_path = name_or_path
+        try:
+            tokenizer._setup(backend, specials, max_length, added)
+        except ValueError as err:
+            raise ValueError(f"tokenizer in {folder}: {err}") from None
+        tokenizer.name_or_path = name
         return tokenizer
 
     def save_pretrained(self, save_directory: str | os.PathLike, **_ignored: Any) -> tuple[str, ...]:
@@ -211,6 +228,9 @@ class CLIPTokenizer:
             CONFIG_FILE: json.dumps(config, indent=2, ensure_ascii=False) + "\n",
             SPECIAL_TOKENS_FILE: json.dumps(specials, indent=2, ensure_ascii=False) + "\n",
         }
+        added = {t: i for t, i in self.get_vocab().items() if i >= self.vocab_size}
+        if added:  # for readers of vocab.json + merges.txt (tokenizer.json holds them too)
+            files[ADDED_TOKENS_FILE] = json.dumps(added, indent=2, ensure_ascii=False) + "\n"
         with tempfile.TemporaryDirectory(dir=folder, prefix=".tokenizer-") as staging:
             for written in self._backend.model.save(staging):  # vocab.json and merges.txt
                 files[Path(written).name] = Path(written).read_text(encoding="utf-8")
@@ -393,6 +413,23 @@ def _clip_backend(
     return backend
 
 
+def _backend_from_file(path: Path) -> Any:
+    """The pipeline exactly as `tokenizer.json` describes it (its own truncation and padding off:
+    `CLIPTokenizer.__call__` does those)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import BPE
+
+    try:
+        backend = Tokenizer.from_file(str(path))
+    except Exception as err:  # tokenizers raises plain Exceptions
+        raise ValueError(f"{path} is not a valid tokenizer.json: {err}") from err
+    if not isinstance(backend.model, BPE):
+        raise ValueError(f"{path} holds a {type(backend.model).__name__} model; CLIP's tokenizer is BPE")
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
 def _pairs(merges: Iterable[str | Sequence[str]]) -> list[tuple[str, str]]:
     """Merge rules as pairs, from "a b" strings (as in merges.txt) or [a, b] lists."""
     pairs = []
@@ -422,6 +459,33 @@ def _read_settings(folder: Path) -> dict[str, Any]:
         if isinstance(settings.get(name), dict):
             settings[name] = settings[name].get("content")
     return settings
+
+
+def _added_tokens(folder: Path, settings: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """Tokens added beyond the vocabulary (textual inversion's, say), as (id, AddedToken fields) by id:
+    `added_tokens.json` (older folders: token -> id) and `tokenizer_config.json`'s
+    `added_tokens_decoder` (id -> token and its matching options)."""
+    found: dict[int, dict[str, Any]] = {}
+    path = folder / ADDED_TOKENS_FILE
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            found.update(
+                {int(i): dict(content=str(t), normalized=True, special=False) for t, i in data.items()}
+            )
+        except (ValueError, AttributeError, TypeError) as err:
+            raise ValueError(f"{path} must map tokens to integer ids: {err}") from err
+    decoder = settings.get("added_tokens_decoder") or {}
+    options = ("content", "special", "normalized", "lstrip", "rstrip", "single_word")
+    try:
+        for key, entry in decoder.items():
+            found[int(key)] = {k: entry[k] for k in options if k in entry}
+            found[int(key)]["content"] = str(entry["content"])
+    except (ValueError, AttributeError, TypeError, KeyError) as err:
+        raise ValueError(
+            f"{folder / CONFIG_FILE}: added_tokens_decoder must map ids to tokens: {err!r}"
+        ) from err
+    return sorted(found.items())
 
 
 def _padding_mode(padding: bool | str) -> str | None:
