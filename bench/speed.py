@@ -33,6 +33,8 @@ FIGURES = [  # key, label, unit
     ("e2e_s", "end-to-end image (warm)", "s"),
     ("process_s", "whole process: import+load+first image", "s"),
     ("import_s", "  of which interpreter + import", "s"),
+    ("load_s", "  of which loading (`from_pretrained`)", "s"),
+    ("first_s", "  of which the first image", "s"),
     ("unet_s", "UNet call (batch 2)", "s"),
     ("vae_s", "VAE decode", "s"),
     ("text_s", "text encode (2 prompts)", "s"),
