@@ -236,6 +236,30 @@ def test_added_tokens_of_a_folder_equal_transformers(tmp_path, layout):
     assert CLIPTokenizer.from_pretrained(saved)(ADDED_PROMPTS).input_ids == expected(ADDED_PROMPTS).input_ids
 
 
+def test_add_tokens_at_run_time_like_transformers(tmp_path):
+    """Textual inversion's training adds its placeholder, then resizes the encoder to len(tokenizer)."""
+    from transformers import CLIPTokenizer as Reference
+
+    expected = Reference.from_pretrained(str(clip_tokenizer_path()))
+    got = CLIPTokenizer.from_pretrained(clip_tokenizer_path())
+    calls = [("<cat-toy>", False), (["<cat-toy>", "<b>", "a</w>"], False), ("<sp>", True)]
+    for tokens, special in calls:
+        assert got.add_tokens(tokens, special_tokens=special) == expected.add_tokens(
+            tokens, special_tokens=special
+        )
+    assert len(got) == len(expected)
+    prompts = ["a <Cat-Toy> on <b>x", "x <sp> y", "a </w>"]
+    assert got(prompts).input_ids == expected(prompts).input_ids
+    for ids in expected(prompts).input_ids:
+        for skip in (False, True):
+            assert got.decode(ids, skip_special_tokens=skip) == expected.decode(ids, skip_special_tokens=skip)
+    got.save_pretrained(tmp_path)
+    assert Reference.from_pretrained(str(tmp_path))(prompts).input_ids == expected(prompts).input_ids
+    assert got.padding_side == expected.padding_side == "right" and got.is_fast
+    assert got.special_tokens_map == expected.special_tokens_map
+    assert got.all_special_tokens == expected.all_special_tokens
+
+
 def test_added_tokens_with_a_gap_are_refused(tmp_path):
     shutil.copytree(clip_tokenizer_path(), tmp_path, dirs_exist_ok=True)
     (tmp_path / "added_tokens.json").write_text(json.dumps({"<cat-toy>": 49500}), encoding="utf-8")

@@ -22,8 +22,8 @@ matched whole, the start token in any case and the others as written, as transfo
 folder (its flags vary with how a folder is loaded: with `pad_token="!"` it also matches
 `<|ENDOFTEXT|>`).
 
-Not implemented (use transformers' class, passed as `tokenizer=` to `from_pretrained`): adding
-tokens at run time (`add_tokens`), text pairs, offsets and overflowing tokens.
+Not implemented (use transformers' class, passed as `tokenizer=` to `from_pretrained`): text pairs,
+offsets, overflowing tokens, left padding.
 """
 
 from __future__ import annotations
@@ -85,6 +85,10 @@ class CLIPTokenizer:
     # written as the library in model_index.json, so diffusers loads saved pipelines with transformers
     index_library: ClassVar[str] = "transformers"
     model_input_names: ClassVar[list[str]] = ["input_ids", "attention_mask"]
+    # read by code written for transformers' tokenizers; this one pads and truncates on the right only
+    padding_side: ClassVar[str] = "right"
+    truncation_side: ClassVar[str] = "right"
+    is_fast: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -269,6 +273,40 @@ class CLIPTokenizer:
     @property
     def all_special_ids(self) -> list[int]:
         return sorted({self.bos_token_id, self.eos_token_id, self.unk_token_id, self.pad_token_id})
+
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in SPECIAL_NAMES}
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        return list(dict.fromkeys(getattr(self, name) for name in SPECIAL_NAMES))
+
+    def add_tokens(self, new_tokens: Any, special_tokens: bool = False) -> int:
+        """Add tokens matched whole in text (textual inversion's placeholders); returns how many were added.
+
+        Plain strings are matched after lowercasing, like transformers' (special ones as written and
+        left out by `decode(skip_special_tokens=True)`). Resize the text encoder's embeddings to
+        `len(tokenizer)` afterwards."""
+        from tokenizers import AddedToken
+
+        items = [new_tokens] if isinstance(new_tokens, str) or hasattr(new_tokens, "content") else new_tokens
+        tokens = []
+        for item in items:
+            if isinstance(item, str):
+                tokens.append(AddedToken(item, special=special_tokens, normalized=not special_tokens))
+            else:  # an AddedToken, tokenizers' or transformers' own
+                options = ("single_word", "lstrip", "rstrip", "normalized")
+                fields = {k: getattr(item, k) for k in options if hasattr(item, k)}
+                tokens.append(
+                    AddedToken(
+                        item.content,
+                        special=special_tokens or bool(getattr(item, "special", False)),
+                        **fields,
+                    )
+                )
+        add = self._backend.add_special_tokens if special_tokens else self._backend.add_tokens
+        return add(tokens)
 
     def convert_tokens_to_ids(self, tokens: str | Iterable[str]) -> int | list[int]:
         """Ids of tokens; a token outside the vocabulary gets the unknown token's id."""
