@@ -64,8 +64,11 @@ def test_exact_mode_equals_diffusers(sd_folder, monkeypatch, f4_calls, machine) 
         return
     packed = [m for m in pipe.unet.modules() if isinstance(m, PackedConv2d | PackedLinear)]
     assert len(packed) > 10
-    if machine == "amd-avx512":  # every weight packed, and the packed kernels ran
-        assert all(m._sfumato_pack is not None for m in packed)
+    # the last convolution (to 4 latent channels) runs oneDNN's plain kernel, as diffusers does
+    last = [m for m in packed if isinstance(m, PackedConv2d) and m.out_channels <= winograd.FEW_CHANNELS]
+    assert [m.out_channels for m in last] == [4] and last[0]._sfumato_pack is None
+    if machine == "amd-avx512":  # every other weight packed, and the packed kernels ran
+        assert all(m._sfumato_pack is not None for m in packed if m not in last)
     else:  # float32 on Intel: oneDNN's own convolutions on large maps are as fast, MKL's few-row GEMMs too
         linears = [m for m in packed if isinstance(m, PackedLinear) and m in maps]
         assert linears  # (this model's attention runs at 16x16: 512 rows, none packed)
@@ -76,7 +79,10 @@ def test_exact_mode_equals_diffusers(sd_folder, monkeypatch, f4_calls, machine) 
         assert {m._sfumato_pack is not None for m in convs} == {True, False}
         assert all((m._sfumato_pack is not None) == (maps[m] <= 16) for m in convs)
         unet_maps = {shape[1:] for shape in f4_calls if shape[0] == 2}  # the UNet's CFG batch
-        assert {(m.in_channels, maps[m], maps[m]) for m in convs if maps[m] >= 32} == unet_maps
+        few = winograd.FEW_CHANNELS  # to or from 4 channels: never Winograd
+        wide = [m for m in convs if maps[m] >= 32 and min(m.in_channels, m.out_channels) > few]
+        assert {(m.in_channels, maps[m], maps[m]) for m in wide} == unet_maps
+        assert not any(shape[1] <= few for shape in f4_calls)
 
 
 def test_exact_mode_is_the_default_and_can_be_turned_off(sd_folder) -> None:

@@ -79,8 +79,11 @@ def test_an_upsampler_fuses_the_enlargement_into_its_convolution(nnpack_calls, m
 def test_the_shape_rule_follows_the_bench_on_avx2(monkeypatch) -> None:
     """NNPACK from 64x64 maps on; our F(4x4, 3x3) on 32x32 with enough channels; oneDNN below."""
     fake_cpu(monkeypatch, ZEN3)
-    for shape in ((128, 128, 512, 512), (320, 320, 64, 64), (960, 320, 64, 64), (4, 320, 64, 64)):
+    for shape in ((128, 128, 512, 512), (320, 320, 64, 64), (960, 320, 64, 64), (16, 16, 512, 512)):
         assert winograd_kernel(*shape) == "nnpack"
+    # to or from an image's or a latent's channels the transforms are most of the work: oneDNN
+    for shape in ((4, 320, 64, 64), (320, 4, 64, 64), (128, 3, 512, 512), (3, 128, 512, 512)):
+        assert winograd_kernel(*shape) is None
     for shape in ((320, 320, 32, 32), (640, 640, 32, 32), (1920, 640, 32, 32), (512, 512, 32, 32)):
         assert winograd_kernel(*shape) == "f4"
     assert winograd_kernel(4, 320, 32, 32) is None and winograd_kernel(320, 4, 32, 32) is None
@@ -90,6 +93,7 @@ def test_the_shape_rule_follows_the_bench_on_avx2(monkeypatch) -> None:
 def test_the_shape_rule_follows_the_bench_on_avx512(monkeypatch) -> None:
     """oneDNN's AVX-512 kernels beat NNPACK's AVX2 ones on SD1.5's UNet maps; the VAE's still go to Winograd."""
     fake_cpu(monkeypatch, ZEN5)
+    assert winograd_kernel(128, 3, 512, 512) is None  # the VAE's last convolution
     for shape in ((128, 128, 512, 512), (256, 256, 128, 128), (512, 512, 64, 64), (320, 320, 128, 128)):
         assert winograd_kernel(*shape) == "nnpack"
     for shape in ((320, 320, 64, 64), (640, 640, 32, 32), (512, 512, 32, 32)):
@@ -110,6 +114,19 @@ def test_a_switched_conv_takes_winograd_on_large_maps_only(nnpack_calls, monkeyp
         assert nnpack_calls == [(1, 16, large_side, large_side)] * 2  # one call per sample
         assert relative_difference(switched(small), conv(small)) < 1e-5
     assert len(nnpack_calls) == 2
+
+
+def test_a_convolution_to_few_channels_runs_the_plain_kernel(monkeypatch) -> None:
+    """128 to 3 channels (a VAE's last convolution): no packed copy, no Winograd, diffusers' own numbers."""
+    fake_cpu(monkeypatch, ZEN3)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(32, 3, 3, padding=1)
+    switched = copy.deepcopy(conv)
+    pack_weights(switched, "all", winograd=True)
+    with torch.no_grad():
+        x = torch.randn(1, 32, 64, 64)
+        assert torch.equal(switched(x), conv(x))
+    assert switched._sfumato_pack is None
 
 
 def test_only_3x3_stride_1_convolutions_are_switched_for_winograd() -> None:

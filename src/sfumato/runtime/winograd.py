@@ -37,6 +37,12 @@ from . import cpu
 from .winograd_f4 import winograd_f4_conv2d
 
 OWN_MIN_CHANNELS = 128  # fewest input and output channels with which our F(4x4, 3x3) pays
+# Convolutions to or from this few channels (an image's 3, a latent's 4) stay off Winograd: the transforms
+# are nearly all the work (AVX2 EPYC, `bench/README.md`: NNPACK took 1.25-1.6x oneDNN's plain time on
+# the VAE's last convolution, 128 to 3 channels at 256-512 px, and 1.2-3.6x on the UNet's first and
+# last, 4 to 320 and 320 to 4 at 64x64; the VAE encoder's first, 3 to 128 at 512x512, ran fastest
+# packed). 16 to 16 channels at 512x512 still took 0.54x.
+FEW_CHANNELS = 4
 _pool_threads: int | None = None  # torch.get_num_threads() when this process first ran NNPACK
 
 # Input bytes per NNPACK call. NNPACK transforms a call's whole input and output at once: its
@@ -99,6 +105,8 @@ def winograd_kernel(c_in: int, c_out: int, height: int, width: int) -> Kernel | 
     """
     info = cpu.cpu_info()
     area, fewest = height * width, min(c_in, c_out)
+    if fewest <= FEW_CHANNELS:
+        return None
     if info.intel_avx512:
         if fewest < OWN_MIN_CHANNELS:
             return None
