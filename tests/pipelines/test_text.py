@@ -46,6 +46,55 @@ def test_sd_matches_diffusers(tokenizers, text_encoders, case):
         assert ours.negative_prompt_embeds is None
 
 
+def test_sd_prompts_and_negatives_share_one_encoder_call(tokenizers, text_encoders):
+    """The weights are read once for both halves of classifier-free guidance; each half as if alone."""
+    encoder = text_encoders[0]
+    batches = []
+    handle = encoder.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        with torch.no_grad():
+            both = text.encode_prompt(tokenizers[0], encoder, ["a cat", "a dog"], negative_prompt="blurry")
+            prompt_only = text.encode_prompt(
+                tokenizers[0], encoder, ["a cat", "a dog"], do_classifier_free_guidance=False
+            )
+            negative_only = text.encode_prompt(
+                tokenizers[0], encoder, ["blurry", "blurry"], do_classifier_free_guidance=False
+            )
+    finally:
+        handle.remove()
+    assert batches == [4, 2, 2]
+    torch.testing.assert_close(both.prompt_embeds, prompt_only.prompt_embeds, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(both.negative_prompt_embeds, negative_only.prompt_embeds, rtol=1e-6, atol=1e-6)
+
+
+def test_sdxl_prompts_and_negatives_share_one_call_per_encoder(tokenizers, text_encoders):
+    batches = []
+    handles = [
+        e.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0])) for e in text_encoders
+    ]
+    args = (tokenizers[0], tokenizers[1], text_encoders[0], text_encoders[1])
+    try:
+        with torch.no_grad():
+            both = text.encode_prompt_sdxl(*args, "a cat", negative_prompt="blurry")
+            alone = text.encode_prompt_sdxl(*args, "a cat", do_classifier_free_guidance=False)
+            negative = text.encode_prompt_sdxl(*args, "blurry", do_classifier_free_guidance=False)
+            given = text.encode_prompt_sdxl(
+                *args, "a cat", negative_prompt_embeds=negative.prompt_embeds,
+                negative_pooled_prompt_embeds=negative.pooled_prompt_embeds,
+            )  # fmt: skip
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert batches == [2, 2, 1, 1, 1, 1, 1, 1]
+    close = dict(rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(both.prompt_embeds, alone.prompt_embeds, **close)
+    torch.testing.assert_close(both.pooled_prompt_embeds, alone.pooled_prompt_embeds, **close)
+    torch.testing.assert_close(both.negative_prompt_embeds, negative.prompt_embeds, **close)
+    torch.testing.assert_close(both.negative_pooled_prompt_embeds, negative.pooled_prompt_embeds, **close)
+    assert given.negative_prompt_embeds is not None  # embeddings the caller gave are kept
+    torch.testing.assert_close(given.negative_prompt_embeds, negative.prompt_embeds, **close)
+
+
 @pytest.mark.parametrize("clip_skip", [1, 2])
 def test_sd_clip_skip_closed_form(tokenizers, text_encoders, clip_skip):
     # diffusers 0.42.1 cannot be the oracle here: it reads `text_encoder.text_model`, which
