@@ -267,6 +267,22 @@ def test_added_tokens_with_a_gap_are_refused(tmp_path):
         CLIPTokenizer.from_pretrained(tmp_path)
 
 
+def test_built_from_a_vocabulary_and_merges_in_memory_or_on_disk(ours):
+    folder = clip_tokenizer_path()
+    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]
+    for built in (
+        CLIPTokenizer(vocab, lines),
+        CLIPTokenizer(vocab, [tuple(line.split(" ")) for line in lines]),
+        CLIPTokenizer(folder / "vocab.json", folder / "merges.txt"),
+    ):
+        assert built(CORPUS, padding=True).input_ids == ours(CORPUS, padding=True).input_ids
+    with pytest.raises(ValueError, match="merge rule 2 is 'a b c'"):
+        CLIPTokenizer(vocab, ["a b", "a b c"])
+    with pytest.raises(TypeError, match="both be file paths"):
+        CLIPTokenizer(vocab, folder / "merges.txt")
+
+
 def test_registry_resolves_transformers_names_to_ours():
     assert resolve("transformers", "CLIPTokenizer") is CLIPTokenizer
     assert resolve("transformers", "CLIPTokenizerFast") is CLIPTokenizerFast is CLIPTokenizer
