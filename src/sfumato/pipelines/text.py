@@ -154,29 +154,28 @@ def encode_prompt(
     check_num_images(num_images_per_prompt)
     check_clip_skip(clip_skip)
     batch = batch_size_of(prompt, prompt_embeds)
-    needs_encoder = prompt_embeds is None or (do_classifier_free_guidance and negative_prompt_embeds is None)
-    if needs_encoder and (tokenizer is None or text_encoder is None):
+    needs_negatives = do_classifier_free_guidance and negative_prompt_embeds is None
+    if (prompt_embeds is None or needs_negatives) and (tokenizer is None or text_encoder is None):
         raise ValueError(
             "this pipeline has no tokenizer/text_encoder; pass `prompt_embeds` and `negative_prompt_embeds`"
         )
+    negatives = negative_list(negative_prompt, batch) if needs_negatives else None
     if prompt_embeds is None:
         ids, mask = tokenize(tokenizer, prompt_list(prompt))
-        if do_classifier_free_guidance and negative_prompt_embeds is None and clip_skip is None:
+        if negatives is not None and clip_skip is None:
             # Prompts and negative prompts in one call: the encoder's weights are read once, and each
             # row is computed as in a call of its own (SD1.5's encoder on 2 cores: 238 ms against 306
             # for two calls, bit for bit the same embeddings).
-            negative_ids, negative_mask = tokenize(
-                tokenizer, negative_list(negative_prompt, batch), ids.shape[1]
-            )
+            negative_ids, negative_mask = tokenize(tokenizer, negatives, ids.shape[1])
             both = _run_clip(
                 text_encoder, torch.cat([ids, negative_ids]), torch.cat([mask, negative_mask]), None
             )
             prompt_embeds, negative_prompt_embeds = both[: len(ids)], both[len(ids) :]
+            negatives = None
         else:
             prompt_embeds = _run_clip(text_encoder, ids, mask, clip_skip)
     dtype = dtype or (text_encoder.dtype if text_encoder is not None else prompt_embeds.dtype)
-    if do_classifier_free_guidance and negative_prompt_embeds is None:
-        negatives = negative_list(negative_prompt, batch)
+    if negatives is not None:
         negative_prompt_embeds = _encode_clip(
             tokenizer, text_encoder, negatives, prompt_embeds.shape[1], None
         )
@@ -205,22 +204,23 @@ def _encode_sdxl(
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Penultimate (or `clip_skip`+1 earlier) hidden states of each encoder, concatenated; pooled from the
     last one. With `negatives` (and no `clip_skip`), their embeddings too, from the same encoder calls."""
-    states, pooled, negative_states, negative_pooled = [], None, [], None
+    states, pooled = [], None  # each encoder's rows: the prompts', then the negatives' if any
     layer = -2 if clip_skip is None else -(clip_skip + 2)
     for n, (tokenizer, text_encoder) in enumerate(encoders):
         ids, _ = tokenize(tokenizer, prompts[n], max_length)
-        rows = len(ids)
         if negatives is not None:  # one call for both halves: each weight read once (see encode_prompt)
             ids = torch.cat([ids, tokenize(tokenizer, negatives[n], ids.shape[1])[0]])
         out = text_encoder(ids.to(_device_of(text_encoder)), output_hidden_states=True)
-        hidden = out.hidden_states[layer]
-        states.append(hidden[:rows])
-        negative_states.append(hidden[rows:])
+        states.append(out.hidden_states[layer])
         if pooled is None and out[0].ndim == 2:  # CLIPTextModelWithProjection: text_embeds
-            pooled, negative_pooled = out[0][:rows], out[0][rows:]
+            pooled = out[0]
+    hidden = torch.cat(states, dim=-1)
+    rows = len(prompts[0])
     if negatives is None:
-        return torch.cat(states, dim=-1), pooled, None, None
-    return torch.cat(states, dim=-1), pooled, torch.cat(negative_states, dim=-1), negative_pooled
+        return hidden, pooled, None, None
+    if pooled is None:
+        return hidden[:rows], None, hidden[rows:], None
+    return hidden[:rows], pooled[:rows], hidden[rows:], pooled[rows:]
 
 
 def encode_prompt_sdxl(
