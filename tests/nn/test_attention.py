@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sfumato.nn.attention import Attention, mask_to_bias, multi_head_attention, rename_legacy_attention_keys
+from sfumato.nn.attention import (
+    Attention,
+    mask_to_bias,
+    multi_head_attention,
+    rename_legacy_attention_keys,
+    reuse_context_projections,
+)
 
 
 def reference_attention(q, k, v, heads, bias=None):
@@ -86,3 +92,62 @@ def test_legacy_attention_names():
         "down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_q.weight": 4,
         "key.weight": 5,
     }
+
+
+def _counted_cross_attention():
+    torch.manual_seed(0)
+    attn = Attention(16, cross_attention_dim=12, heads=2, dim_head=8)
+    calls = []
+    for name in ("to_k", "to_v"):
+        getattr(attn, name).register_forward_hook(lambda m, args, out, name=name: calls.append(name))
+    return attn, calls
+
+
+def test_context_projections_kept_within_the_block():
+    attn, calls = _counted_cross_attention()
+    x, context = torch.randn(2, 6, 16), torch.randn(2, 5, 12)
+    with torch.no_grad():
+        expected = attn(x, context)
+        calls.clear()
+        with reuse_context_projections():
+            outs = [attn(x * (i + 1), context) for i in range(3)]
+        assert calls == ["to_k", "to_v"]  # projected once for the three calls
+        assert torch.equal(outs[0], expected)  # bit for bit the computation without the block
+        assert torch.equal(outs[2], attn(x * 3, context))
+        calls.clear()
+        attn(x, context)  # the block has ended: nothing is kept
+        assert calls == ["to_k", "to_v"]
+
+
+def test_context_projections_follow_a_changed_context_or_weight():
+    attn, calls = _counted_cross_attention()
+    x, context = torch.randn(2, 6, 16), torch.randn(2, 5, 12)
+    with torch.no_grad(), reuse_context_projections():
+        attn(x, context)
+        other = context.clone()  # equal contents, another tensor: projected anew
+        assert torch.equal(attn(x, other), attn(x, context))
+        assert calls.count("to_k") == 3
+        context.mul_(2)  # edited in place
+        edited = attn(x, context)
+        attn.to_k.weight.mul_(0.5)  # a weight edited in place (e.g. a fused LoRA)
+        reweighted = attn(x, context)
+        assert calls.count("to_k") == 5
+    with torch.no_grad():
+        assert torch.equal(reweighted, attn(x, context))
+        attn.to_k.weight.mul_(2)
+        assert torch.equal(edited, attn(x, context))
+
+
+def test_context_projections_not_kept_for_autograd_or_self_attention():
+    attn, calls = _counted_cross_attention()
+    x, context = torch.randn(2, 6, 16), torch.randn(2, 5, 12)
+    with reuse_context_projections():
+        for _ in range(2):
+            attn(x, context).sum().backward()  # autograd records: each call its own graph
+        assert calls.count("to_k") == 2
+        self_attn, self_calls = Attention(16, heads=2, dim_head=8), []
+        self_attn.to_k.register_forward_hook(lambda *a: self_calls.append(1))
+        with torch.no_grad():
+            self_attn(x)
+            self_attn(x)
+        assert len(self_calls) == 2  # keys of `x` itself change with every call

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -44,6 +47,37 @@ def mask_to_bias(mask: Tensor | None, dtype, key_len: int) -> Tensor | None:
             f"attention mask must have shape (batch, {key_len}) for {key_len} keys; got {tuple(mask.shape)}"
         )
     return mask.to(dtype).unsqueeze(1)
+
+
+# (context, stamp, keys, values) per attention module, while `reuse_context_projections` is active
+_ContextMemo = dict[nn.Module, tuple[Tensor, tuple, Tensor, Tensor]]
+_context_memo: ContextVar[_ContextMemo | None] = ContextVar("sfumato_context_memo", default=None)
+
+
+@contextmanager
+def reuse_context_projections() -> Iterator[None]:
+    """Within this block, each attention projects a given context tensor to keys and values once.
+
+    A denoising loop passes the same text embeddings at every step, and every cross-attention
+    projects them again (diffusers does): 1.6% of an SD1.5 UNet call at 256 px on 2 cores, the
+    projections' weights read for 154 rows. Inside this block the keys and values are kept while the
+    same tensor object comes back with the same contents (its version counter; an inference tensor,
+    which has none, by identity alone) and the projections' parameters are unchanged. They are the
+    same computation on the same inputs, so the results are bit for bit those of recomputing.
+    Nothing is kept while autograd records, or under torch.compile; everything kept goes when the
+    block ends.
+    """
+    token = _context_memo.set({})
+    try:
+        yield
+    finally:
+        _context_memo.reset(token)
+
+
+def _version_stamp(module: nn.Module, context: Tensor) -> tuple:
+    """What must be unchanged for kept keys and values to hold: the context's and the weights' versions."""
+    tensors = (context, *module.to_k.parameters(), *module.to_v.parameters())
+    return tuple(None if t.is_inference() else t._version for t in tensors)
 
 
 class Attention(nn.Module):
@@ -95,16 +129,28 @@ class Attention(nn.Module):
             if self.group_norm is not None:
                 x = self.group_norm(x)
             x = x.transpose(1, 2)  # (B, HW, C)
-        context = x if context is None else context
-        h = multi_head_attention(
-            self.to_q(x), self.to_k(context), self.to_v(context), self.heads, bias, self.kernel
-        )
+        keys, values = self._project_context(x if context is None else context, context is not None)
+        h = multi_head_attention(self.to_q(x), keys, values, self.heads, bias, self.kernel)
         h = self.to_out[1](self.to_out[0](h))
         if spatial:
             h = h.transpose(1, 2).reshape(b, c, height, width)
         if self.residual_connection:
             h = h + residual
         return h / self.rescale_output_factor if self.rescale_output_factor != 1 else h
+
+    def _project_context(self, context: Tensor, reusable: bool) -> tuple[Tensor, Tensor]:
+        """Keys and values of `context`; a context given apart from `x` may reuse kept ones
+        (`reuse_context_projections`)."""
+        memo = _context_memo.get() if reusable else None
+        if memo is None or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.to_k(context), self.to_v(context)
+        stamp = _version_stamp(self, context)
+        kept = memo.get(self)
+        if kept is not None and kept[0] is context and kept[1] == stamp:
+            return kept[2], kept[3]
+        keys, values = self.to_k(context), self.to_v(context)
+        memo[self] = (context, stamp, keys, values)
+        return keys, values
 
 
 # Names of attention weights written by diffusers < 0.14 (old VAEs, DDPM UNets) → current names.

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..nn.attention import reuse_context_projections
 from ..nn.random import randn_tensor as nn_randn_tensor
 from .guidance import ClassifierFreeGuidance
 
@@ -346,7 +347,8 @@ def run(
         raise ValueError("inpainting with a 4-channel UNet needs `image_latents` and `noise` for blending")
     bar_config = {"disable": not progress_bar} if isinstance(progress_bar, bool) else dict(progress_bar)
     n = len(timesteps)
-    with tqdm(total=n, **bar_config) as bar:
+    # the text embeddings' keys and values are projected once for all steps (bit for bit the same)
+    with tqdm(total=n, **bar_config) as bar, reuse_context_projections():
         for i, t in enumerate(timesteps):
             if pipe is not None and getattr(pipe, "interrupt", False):
                 break

@@ -133,6 +133,40 @@ def test_callback_changes_latents(sd_pipes):
     assert not np.allclose(plain, ours, atol=1e-3)  # the callback's change reached the output
 
 
+def test_text_keys_and_values_projected_once_per_image(sd_pipes):
+    ours = sd_pipes[1]
+    cross = [m.attn2 for m in ours.unet.modules() if hasattr(m, "attn2")]
+    calls = []
+    handles = [a.to_k.register_forward_hook(lambda m, args, out: calls.append(m)) for a in cross]
+    try:
+        ours(PROMPT, num_inference_steps=3, output_type="np", generator=_generator(0))
+    finally:
+        for handle in handles:
+            handle.remove()
+    steps = len(ours.scheduler.timesteps)
+    assert cross and steps > 1 and sorted(map(id, calls)) == sorted(id(a.to_k) for a in cross)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_callback_changes_prompt_embeds(sd_pipes, in_place):
+    """New text embeddings from a callback reach the next steps' cross-attention (its kept keys and
+    values are not reused for them), whether the callback returns a new tensor or edits it in place."""
+
+    def callback(pipe, i, t, tensors):
+        if i != 1:
+            return {}
+        if in_place:
+            tensors["prompt_embeds"].mul_(0.25)
+            return {}
+        return {"prompt_embeds": tensors["prompt_embeds"] * 0.25}
+
+    kwargs = dict(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["prompt_embeds"])
+    theirs, ours = _both(sd_pipes, prompt=PROMPT, num_inference_steps=4, **kwargs)
+    assert_images_close(theirs, ours)
+    plain = sd_pipes[1](PROMPT, num_inference_steps=4, output_type="np", generator=_generator(0)).images
+    assert not np.allclose(plain, ours, atol=1e-3)  # the callback's change reached the output
+
+
 def test_img2img(sd_pipes):
     pipes = _as("StableDiffusionImg2ImgPipeline", sd_pipes)
     image = make_image()
