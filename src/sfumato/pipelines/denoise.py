@@ -2,8 +2,10 @@
 
 One step: scale the input, run the model (twice the batch under classifier-free guidance, plus the
 mask and masked-image latents for 9-channel inpainting UNets), guide, `scheduler.step`, blend the
-known region back for 4-channel inpainting, then callbacks. The helpers around it pick the
-timesteps (`set_timesteps`, `strength_timesteps`) and draw the starting noise (`randn_tensor`).
+known region back for 4-channel inpainting, then callbacks. The text embeddings' keys and values
+are projected once for all steps (`nn.attention.reuse_context_projections`). The helpers around
+it pick the timesteps (`set_timesteps`, `strength_timesteps`) and draw the starting noise
+(`randn_tensor`).
 """
 
 from __future__ import annotations
