@@ -6,7 +6,8 @@
 Arms, each in its own processes, alternated (A B A B) so the host's drift hits both alike:
 - `as shipped`: `runtime.packing`'s rules for this CPU (on Intel's AVX-512 CPUs, float32 linears
   with fewer than 1024 rows run MKL's GEMM unpacked: `_fp32_min_rows`);
-- `linears packed at once`: every linear packed in its first call, as before 2026-12-04.
+- `linears packed at once`: every linear packed in its first call, as before 2026-12-04;
+- `no linear packed`: every float32 linear on MKL's GEMM, the weights used as loaded.
 Prints each process's seconds per call and the sums over the first 5 calls (one 4-step image with
 CFG, the speed bench's setting), over all calls and over the last 5. Uses the bench fixture
 (bench/sd_fixture.py) and needs no diffusers.
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-ARMS = ("as shipped", "linears packed at once")
+ARMS = ("as shipped", "linears packed at once", "no linear packed")
 
 
 def worker(arm: str, size: int, calls: int) -> None:
@@ -33,6 +34,8 @@ def worker(arm: str, size: int, calls: int) -> None:
 
     if arm == ARMS[1]:
         packing._fp32_min_rows = lambda: None
+    elif arm == ARMS[2]:
+        packing._fp32_min_rows = lambda: 1 << 62
     folder = MODELS["sd15"][1]()
     unet = sfumato.StableDiffusionPipeline.from_pretrained(folder, safety_checker=None).unet
     inputs, kwargs = unet_inputs(unet, size, unet.dtype, torch.Generator().manual_seed(1))
