@@ -389,3 +389,86 @@ def test_self_attention_mask_and_no_mid_block_match(make_seeded, assert_close):
     assert_close(run(ref, kw), run(model, kw))
     with pytest.raises(ValueError, match=r"attention mask must have shape \(batch, 256\)"):
         model(**{**kw, "attention_mask": torch.ones(2, 7)})
+
+
+def _cfg_inputs(config: dict, prompts: int = 1) -> dict:
+    """Classifier-free guidance's batch: the same latents and timestep in both halves, two contexts."""
+    kw = inputs(config, batch=2 * prompts)
+    kw["sample"] = kw["sample"][:prompts].repeat(2, 1, 1, 1)
+    kw["timestep"] = torch.tensor(421)
+    if "class_labels" in kw:
+        kw["class_labels"] = kw["class_labels"][:prompts].repeat(2, *[1] * (kw["class_labels"].dim() - 1))
+    return kw
+
+
+def _first_resnet_batches(model) -> list[int]:
+    """Records the batch size the first down stage's first resnet is called with (not a hook)."""
+    resnet, seen = model.down_blocks[0].resnets[0], []
+    forward = resnet.forward
+    resnet.forward = lambda x, temb=None: (seen.append(x.shape[0]), forward(x, temb))[1]
+    return seen
+
+
+@pytest.mark.parametrize("name", ["sd15", "sd21", "sd_inpaint", "classes_asymmetric"])
+@pytest.mark.parametrize("prompts", [1, 2])
+def test_cfg_halves_share_the_layers_before_the_first_cross_attention(
+    name, prompts, make_seeded, assert_close
+):
+    config = CONFIGS[name]
+    ref = make_seeded(diffusers.UNet2DConditionModel, config)
+    model = UNet2DConditionModel(**config).eval()
+    model.load_state_dict(ref.state_dict())
+    seen = _first_resnet_batches(model)
+    kw = _cfg_inputs(config, prompts)
+    assert_close(run(ref, kw), run(model, kw))
+    assert seen == [prompts]  # one half of the batch of 2 * prompts
+    different = {**kw, "sample": kw["sample"].flip(0)} if prompts == 2 else None
+    if different is not None:  # [b, a, b, a]: the halves are still equal
+        assert_close(run(ref, different), run(model, different))
+        assert seen[-1] == prompts
+
+
+def test_unequal_halves_masks_hooks_and_autograd_run_the_whole_batch(make_seeded, assert_close):
+    config = CONFIGS["sd21"]
+    ref = make_seeded(diffusers.UNet2DConditionModel, config)
+    model = UNet2DConditionModel(**config).eval()
+    model.load_state_dict(ref.state_dict())
+    seen = _first_resnet_batches(model)
+    kw = _cfg_inputs(config)
+    cases = {
+        "latents differ": {**kw, "sample": kw["sample"] + torch.tensor([0.0, 1e-3])[:, None, None, None]},
+        "timesteps differ": {**kw, "timestep": torch.tensor([421, 420])},
+        "context mask": {**kw, "encoder_attention_mask": torch.tensor([[1] * 7, [1] * 5 + [0] * 2])},
+    }
+    for label, case in cases.items():
+        assert_close(run(ref, case), run(model, case))
+        assert seen[-1] == 2, label
+    hooked = []
+    handle = (
+        model.down_blocks[0]
+        .attentions[0]
+        .register_forward_pre_hook(lambda m, args: hooked.append(args[0].shape[0]))
+    )
+    try:
+        assert_close(run(ref, kw), run(model, kw))
+    finally:
+        handle.remove()
+    assert seen[-1] == 2 and hooked == [2]  # a hook sees the batch it was given
+    model(**kw).sample.sum().backward()  # autograd: the whole batch, as recorded
+    assert seen[-1] == 2
+    run(model, kw)
+    assert seen[-1] == 1
+
+
+@pytest.mark.parametrize("name", ["sdxl", "exotic"])
+def test_no_shared_half_where_the_halves_part_earlier(name, make_seeded, assert_close):
+    """SDXL's first stage has no cross-attention; an only-cross-attention first block reads the
+    context in its first attention."""
+    config = CONFIGS[name]
+    ref = make_seeded(diffusers.UNet2DConditionModel, config)
+    model = UNet2DConditionModel(**config).eval()
+    model.load_state_dict(ref.state_dict())
+    seen = _first_resnet_batches(model)
+    kw = _cfg_inputs(config)
+    assert_close(run(ref, kw), run(model, kw))
+    assert seen == [2]

@@ -18,6 +18,7 @@ from ..nn.attention import mask_to_bias
 from ..nn.block_types import DOWN_BLOCKS, MID_BLOCKS, UP_BLOCKS, BlockSpec, lookup
 from ..nn.blocks import CrossAttnInputs
 from ..nn.embeddings import TimestepEmbedding, Timesteps
+from ..nn.transformer import Transformer2DModel
 from ._unet_common import (
     batch_timesteps,
     check_sample,
@@ -336,7 +337,8 @@ class UNet2DConditionModel(ModelMixin):
 
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
-        x, skips = self._down(self.conv_in(sample), emb, cond, adapter)
+        shared = self._shared_batch(sample, emb, cond)
+        x, skips = self._down(self.conv_in(sample), emb, cond, adapter, shared)
         if controlnet is not None:
             skips = [s + r for s, r in zip(skips, controlnet[0])]
         if self.mid_block is not None:
@@ -352,14 +354,25 @@ class UNet2DConditionModel(ModelMixin):
         return finish(UNet2DConditionOutput(sample=self.conv_out(x).contiguous()), return_dict)
 
     def _down(
-        self, x: Tensor, emb: Tensor, cond: CrossAttnInputs, adapter: list[Tensor]
+        self,
+        x: Tensor,
+        emb: Tensor,
+        cond: CrossAttnInputs,
+        adapter: list[Tensor],
+        shared: int | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
-        """Down stages; returns the output and every skip tensor (conv_in output first)."""
+        """Down stages; returns the output and every skip tensor (conv_in output first).
+
+        `shared` (see `_shared_batch`): the first stage starts on the first half of the batch.
+        """
         skips = [x]
-        for block in self.down_blocks:
+        for i, block in enumerate(self.down_blocks):
             if block.has_cross_attention:
                 extra = adapter.pop(0) if adapter else None
-                x, res = block(x, emb, self._cond_for(block, cond, x), additional_residual=extra)
+                if i == 0 and shared is not None:
+                    x, res = block(x[: shared // 2], emb, cond, extra, shared_batch=shared)
+                else:
+                    x, res = block(x, emb, self._cond_for(block, cond, x), additional_residual=extra)
             else:
                 x, res = block(x, emb)
                 if adapter:
@@ -378,6 +391,42 @@ class UNet2DConditionModel(ModelMixin):
             x = block(x, res, emb, self._cond_for(block, cond, x), upsample_size=size)
         return x
 
+    def _shared_batch(self, sample: Tensor, emb: Tensor, cond: CrossAttnInputs) -> int | None:
+        """The batch size if its two halves are equal up to the text context, else None.
+
+        Under classifier-free guidance the negative and positive halves get the same latents and
+        timestep: everything before the first cross-attention computes the same values twice
+        (diffusers does). When the halves' latents and embeddings are equal, the first down stage's
+        first resnet and first self-attention run on one half and the result is repeated (SD1.5 at
+        512 px: the 4096-token self-attention, ~3% of a UNet call). Each sample is computed as
+        before; only kernels that block by batch may round differently (~1e-7). Not with autograd,
+        attention masks, torch.compile, or hooks on those layers (they would see half the batch).
+        """
+        n = sample.shape[0]
+        block = self.down_blocks[0] if len(self.down_blocks) else None
+        if (
+            n < 2
+            or n % 2
+            or torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
+            or not getattr(block, "has_cross_attention", False)
+            or cond.context is None
+            or cond.context.shape[0] != n
+            or cond.self_bias is not None
+            or cond.cross_bias is not None
+        ):
+            return None
+        first = getattr(block, "attentions", None)
+        first = first[0] if first else None
+        if not isinstance(first, Transformer2DModel) or not first.transformer_blocks:
+            return None
+        if first.transformer_blocks[0].only_cross_attention or _hooked(block.resnets[0], first):
+            return None
+        half = n // 2
+        if not (torch.equal(sample[:half], sample[half:]) and torch.equal(emb[:half], emb[half:])):
+            return None
+        return n
+
     @staticmethod
     def _cond_for(block: nn.Module, cond: CrossAttnInputs, x: Tensor) -> CrossAttnInputs | None:
         """Attention inputs of `block` at the resolution of `x` (a self-attention mask covers its H·W tokens)."""
@@ -387,3 +436,12 @@ class UNet2DConditionModel(ModelMixin):
             return cond
         bias = mask_to_bias(cond.self_bias, x.dtype, x.shape[-2] * x.shape[-1])
         return CrossAttnInputs(cond.context, bias, cond.cross_bias)
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    """Whether a forward hook (of these modules, their children, or global) would see their calls."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for top in modules for m in top.modules())

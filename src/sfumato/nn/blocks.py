@@ -72,12 +72,21 @@ class DownStage(_Stage):
         temb: Tensor | None = None,
         cond: CrossAttnInputs | None = None,
         additional_residual: Tensor | None = None,
+        shared_batch: int | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """`shared_batch`: `x` holds the first 1/k of a batch of that size whose k parts are equal up
+        to the text context, and `temb` the whole batch's (equal parts too); the first resnet and the
+        first attention's self-attention run on that part alone (`Transformer2DModel.forward`)."""
         skips = []
         for i in range(len(self.resnets)):
-            x = self._resnet(i, x, temb)
-            if self.attentions is not None:
-                x = self._attend(i, x, cond)
+            if shared_batch is not None and i == 0:
+                x = self._resnet(0, x, None if temb is None else temb[: x.shape[0]])
+                context = cond.context if cond is not None else None
+                x = self.attentions[0](x, context, None, None, shared_batch)
+            else:
+                x = self._resnet(i, x, temb)
+                if self.attentions is not None:
+                    x = self._attend(i, x, cond)
             if additional_residual is not None and i == len(self.resnets) - 1:
                 x = x + additional_residual  # T2I-Adapter features enter after the last layer
             skips.append(x)

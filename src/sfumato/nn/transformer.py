@@ -100,10 +100,15 @@ class BasicTransformerBlock(nn.Module):
         context: Tensor | None,
         self_bias: Tensor | None = None,
         cross_bias: Tensor | None = None,
+        widen_to: int | None = None,
     ) -> Tensor:
+        """`widen_to`: `x` is the first part of a batch of that size whose parts are equal up to the
+        context (`Transformer2DModel.forward`); it is repeated after the self-attention."""
         # each sublayer's output is a fresh tensor: without autograd the residual sum reuses it
         add = torch.Tensor.add_ if not torch.is_grad_enabled() else torch.add
         x = add(self.attn1(self.norm1(x), context if self.only_cross_attention else None, self_bias), x)
+        if widen_to is not None and widen_to != x.shape[0]:
+            x = x.repeat(widen_to // x.shape[0], 1, 1)
         x = add(self.attn2(self.norm2(x), context, cross_bias), x)
         return add(self.ff(self.norm3(x)), x)
 
@@ -151,7 +156,12 @@ class Transformer2DModel(nn.Module):
         context: Tensor | None,
         self_bias: Tensor | None = None,
         cross_bias: Tensor | None = None,
+        widen_to: int | None = None,
     ) -> Tensor:
+        """`widen_to`: `x` holds the first 1/k of a batch of `widen_to` samples whose k parts are equal
+        up to the text context (classifier-free guidance's negative and positive halves, same latents
+        and timestep). Everything before the first cross-attention then runs on that part alone, and
+        the result has the whole batch. Needs a first block that attends to itself first."""
         b, _, height, width = x.shape
         residual = x
         h = self.norm(x)
@@ -160,8 +170,10 @@ class Transformer2DModel(nn.Module):
         else:
             h = self.proj_in(h)
             h = h.permute(0, 2, 3, 1).reshape(b, height * width, -1)
-        for block in self.transformer_blocks:
-            h = block(h, context, self_bias, cross_bias)
+        for i, block in enumerate(self.transformer_blocks):
+            h = block(h, context, self_bias, cross_bias, widen_to if i == 0 else None)
+        if h.shape[0] != b:
+            residual, b = residual.repeat(h.shape[0] // b, 1, 1, 1), h.shape[0]
         # back to a dense (B, C, H, W) map in the input's memory format (free for channels-last input)
         layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         if self.use_linear_projection:
