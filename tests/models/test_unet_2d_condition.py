@@ -110,6 +110,14 @@ def inputs(config: dict, batch: int = 2, size: tuple[int, int] = (16, 16), seed:
     return kw
 
 
+def seeded_pair(make_seeded, config: dict):
+    """diffusers' UNet with seeded random weights, and ours loaded with the same weights."""
+    ref = make_seeded(diffusers.UNet2DConditionModel, config)
+    model = UNet2DConditionModel(**config).eval()
+    model.load_state_dict(ref.state_dict())
+    return ref, model
+
+
 def run(model, kw: dict) -> torch.Tensor:
     with torch.no_grad():
         return model(**kw).sample
@@ -308,9 +316,7 @@ def test_unsupported_options_name_themselves(option):
 
 def test_controlnet_and_adapter_residuals_match(make_seeded, assert_close):
     config = CONFIGS["sd15"]
-    ref = make_seeded(diffusers.UNet2DConditionModel, config)
-    model = UNet2DConditionModel(**config).eval()
-    model.load_state_dict(ref.state_dict())
+    ref, model = seeded_pair(make_seeded, config)
     kw = inputs(config)
     g = torch.Generator().manual_seed(5)
     shapes = [(2, 32, 16, 16)] * 3 + [(2, 32, 8, 8)] + [(2, 64, 8, 8)] * 2
@@ -325,9 +331,7 @@ def test_controlnet_and_adapter_residuals_match(make_seeded, assert_close):
 
 def test_encoder_attention_mask_matches(make_seeded, assert_close):
     config = CONFIGS["sd21"]
-    ref = make_seeded(diffusers.UNet2DConditionModel, config)
-    model = UNet2DConditionModel(**config).eval()
-    model.load_state_dict(ref.state_dict())
+    ref, model = seeded_pair(make_seeded, config)
     kw = inputs(config)
     kw["encoder_attention_mask"] = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
     assert_close(run(ref, kw), run(model, kw))
@@ -381,9 +385,7 @@ def test_self_attention_mask_and_no_mid_block_match(make_seeded, assert_close):
     # diffusers applies `attention_mask` to the self-attention, so it must cover H·W tokens of every
     # transformer stage: here both sit at full resolution (no mid block)
     config = {**SD15, "layers_per_block": 1, "mid_block_type": None}
-    ref = make_seeded(diffusers.UNet2DConditionModel, config)
-    model = UNet2DConditionModel(**config).eval()
-    model.load_state_dict(ref.state_dict())
+    ref, model = seeded_pair(make_seeded, config)
     kw = inputs(config)
     kw["attention_mask"] = (torch.rand(2, 256, generator=torch.Generator().manual_seed(0)) > 0.3).long()
     assert_close(run(ref, kw), run(model, kw))
@@ -415,9 +417,7 @@ def test_cfg_halves_share_the_layers_before_the_first_cross_attention(
     name, prompts, make_seeded, assert_close
 ):
     config = CONFIGS[name]
-    ref = make_seeded(diffusers.UNet2DConditionModel, config)
-    model = UNet2DConditionModel(**config).eval()
-    model.load_state_dict(ref.state_dict())
+    ref, model = seeded_pair(make_seeded, config)
     seen = _first_resnet_batches(model)
     kw = _cfg_inputs(config, prompts)
     assert_close(run(ref, kw), run(model, kw))
@@ -430,9 +430,7 @@ def test_cfg_halves_share_the_layers_before_the_first_cross_attention(
 
 def test_unequal_halves_masks_hooks_and_autograd_run_the_whole_batch(make_seeded, assert_close):
     config = CONFIGS["sd21"]
-    ref = make_seeded(diffusers.UNet2DConditionModel, config)
-    model = UNet2DConditionModel(**config).eval()
-    model.load_state_dict(ref.state_dict())
+    ref, model = seeded_pair(make_seeded, config)
     seen = _first_resnet_batches(model)
     kw = _cfg_inputs(config)
     cases = {
@@ -465,9 +463,7 @@ def test_no_shared_half_where_the_halves_part_earlier(name, make_seeded, assert_
     """SDXL's first stage has no cross-attention; an only-cross-attention first block reads the
     context in its first attention."""
     config = CONFIGS[name]
-    ref = make_seeded(diffusers.UNet2DConditionModel, config)
-    model = UNet2DConditionModel(**config).eval()
-    model.load_state_dict(ref.state_dict())
+    ref, model = seeded_pair(make_seeded, config)
     seen = _first_resnet_batches(model)
     kw = _cfg_inputs(config)
     assert_close(run(ref, kw), run(model, kw))
