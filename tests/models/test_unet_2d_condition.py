@@ -404,7 +404,9 @@ def _cfg_inputs(config: dict, prompts: int = 1) -> dict:
 
 
 def _first_resnet_batches(model) -> list[int]:
-    """Records the batch size the first down stage's first resnet is called with (not a hook)."""
+    """Turns the shared half on and records the batch size the first down stage's first resnet is
+    called with (not a hook)."""
+    model.share_guidance_halves = True
     resnet, seen = model.down_blocks[0].resnets[0], []
     forward = resnet.forward
     resnet.forward = lambda x, temb=None: (seen.append(x.shape[0]), forward(x, temb))[1]
@@ -468,3 +470,14 @@ def test_no_shared_half_where_the_halves_part_earlier(name, make_seeded, assert_
     kw = _cfg_inputs(config)
     assert_close(run(ref, kw), run(model, kw))
     assert seen == [2]
+
+
+@pytest.mark.parametrize("prompts", [1, 2])
+def test_a_plain_model_computes_guidance_halves_as_diffusers_bit_for_bit(prompts, make_seeded):
+    """The shared half rounds in the last bits like batch-blocked kernels do, so only `optimize()`
+    turns it on; the model as constructed or loaded gives diffusers' values exactly."""
+    config = CONFIGS["sd15"]
+    ref, model = seeded_pair(make_seeded, config)
+    assert not model.share_guidance_halves
+    kw = _cfg_inputs(config, prompts)
+    assert torch.equal(run(ref, kw), run(model, kw))

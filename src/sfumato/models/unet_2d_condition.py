@@ -48,6 +48,9 @@ class UNet2DConditionModel(ModelMixin):
     """
 
     _supports_gradient_checkpointing = True
+    # `_shared_batch`: off by default, so a plain model computes as diffusers does, bit for bit;
+    # `pipe.optimize()` (and so `from_pretrained`) turns it on
+    share_guidance_halves: bool = False
 
     @register_to_config
     def __init__(
@@ -399,13 +402,15 @@ class UNet2DConditionModel(ModelMixin):
         (diffusers does). When the halves' latents and embeddings are equal, the first down stage's
         first resnet and first self-attention run on one half and the result is repeated (SD1.5 at
         512 px: the 4096-token self-attention, ~3% of a UNet call). Each sample is computed as
-        before; only kernels that block by batch may round differently (~1e-7). Not with autograd,
-        attention masks, torch.compile, or hooks on those layers (they would see half the batch).
+        before; only kernels that block by batch may round differently (~1e-7). Only with
+        `share_guidance_halves` (set by `pipe.optimize()`); not with autograd, attention masks,
+        torch.compile, or hooks on those layers (they would see half the batch).
         """
         n = sample.shape[0]
         block = self.down_blocks[0] if len(self.down_blocks) else None
         if (
-            n < 2
+            not self.share_guidance_halves
+            or n < 2
             or n % 2
             or torch.is_grad_enabled()
             or torch.compiler.is_compiling()

@@ -133,6 +133,15 @@ def test_callback_changes_latents(sd_pipes):
     assert not np.allclose(plain, ours, atol=1e-3)  # the callback's change reached the output
 
 
+def test_guidance_halves_shared_only_when_optimized(sd_pipes, sd_folder):
+    assert sd_pipes[1].unet.share_guidance_halves  # from_pretrained optimizes
+    (plain,) = quiet(sfumato.StableDiffusionPipeline.from_pretrained(sd_folder, optimize=False))
+    assert not plain.unet.share_guidance_halves
+    theirs = sd_pipes[0](PROMPT, num_inference_steps=2, output_type="np", generator=_generator(0)).images
+    ours = plain(PROMPT, num_inference_steps=2, output_type="np", generator=_generator(0)).images
+    np.testing.assert_array_equal(theirs, ours)  # diffusers' kernels, bit for bit
+
+
 def test_text_keys_and_values_projected_once_per_image(sd_pipes):
     ours = sd_pipes[1]
     cross = [m.attn2 for m in ours.unet.modules() if hasattr(m, "attn2")]
