@@ -45,11 +45,13 @@ class _Stage(nn.Module):
     def _resnet(self, i: int, x: Tensor, temb: Tensor | None) -> Tensor:
         return self._call(self.resnets[i], x, temb)
 
-    def _attend(self, i: int, x: Tensor, cond: CrossAttnInputs | None) -> Tensor:
+    def _attend(self, i: int, x: Tensor, cond: CrossAttnInputs | None, widen_to: int | None = None) -> Tensor:
         attn = self.attentions[i]
         if not self.has_cross_attention:
             return self._call(attn, x)
         cond = cond or CrossAttnInputs()
+        if widen_to is not None:  # `DownStage.forward`'s shared_batch
+            return self._call(attn, x, cond.context, cond.self_bias, cond.cross_bias, widen_to)
         return self._call(attn, x, cond.context, cond.self_bias, cond.cross_bias)
 
 
@@ -79,14 +81,11 @@ class DownStage(_Stage):
         first attention's self-attention run on that part alone (`Transformer2DModel.forward`)."""
         skips = []
         for i in range(len(self.resnets)):
-            if shared_batch is not None and i == 0:
-                x = self._resnet(0, x, None if temb is None else temb[: x.shape[0]])
-                context = cond.context if cond is not None else None
-                x = self.attentions[0](x, context, None, None, shared_batch)
-            else:
-                x = self._resnet(i, x, temb)
-                if self.attentions is not None:
-                    x = self._attend(i, x, cond)
+            widen_to = shared_batch if i == 0 else None
+            part_temb = temb[: x.shape[0]] if widen_to is not None and temb is not None else temb
+            x = self._resnet(i, x, part_temb)
+            if self.attentions is not None:
+                x = self._attend(i, x, cond, widen_to)
             if additional_residual is not None and i == len(self.resnets) - 1:
                 x = x + additional_residual  # T2I-Adapter features enter after the last layer
             skips.append(x)
