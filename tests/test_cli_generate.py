@@ -42,6 +42,25 @@ def generate(capsys, model, *argv):
     return code, out.split(), err
 
 
+def test_packed_cache_keeps_the_packed_weights_for_the_next_run(tmp_path, capsys, sd_model, monkeypatch):
+    from sfumato.runtime import packed_cache
+
+    if not packed_cache.available():
+        pytest.skip("this torch cannot map packed oneDNN weights")
+    monkeypatch.delenv("SFUMATO_PACKED_CACHE", raising=False)
+    folder = tmp_path / "packed"
+    images = []
+    for i, extra in enumerate(([], ["--packed-cache", str(folder)], ["--packed-cache", str(folder)])):
+        code, paths, _ = generate(capsys, sd_model, "--output", str(tmp_path / f"{i}.png"), "--seed", "3", *extra)
+        assert code == 0
+        images.append(np.asarray(Image.open(paths[0])))
+        if i == 1:
+            written = {e.name: e.stat().st_mtime_ns for e in folder.glob("*.packed")}
+    assert written
+    assert {e.name: e.stat().st_mtime_ns for e in folder.glob("*.packed")}.keys() == written.keys()
+    assert all(np.array_equal(images[0], image) for image in images[1:])
+
+
 def test_images_carry_their_parameters_and_reproduce(tmp_path, capsys, sd_model):
     code, paths, err = generate(
         capsys,

@@ -44,6 +44,14 @@ def add_parser(commands: Any) -> None:
         help="compute dtype (auto: float32 on CPU, float16 on CUDA; fast: bfloat16 on CPUs with native bf16)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
+    p.add_argument(
+        "--packed-cache",
+        nargs="?",
+        const=True,
+        metavar="DIR",
+        help="CPU: keep the UNet's packed weights on disk, so later runs start 2-3 s sooner (SD1.5); "
+        "takes a copy of the UNet's size (default folder ~/.cache/sfumato/packed; also SFUMATO_PACKED_CACHE=1)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--output", metavar="FILE.png", help="write here (FILE-1.png, FILE-2.png … for several)")
     out.add_argument("--outdir", default="outputs", help="folder for NNNNN-SEED.png files (default outputs)")
@@ -177,14 +185,14 @@ def _load(model: str, args: argparse.Namespace) -> Any:
         from ..runtime import memory
 
         memory.keep_freed_memory()
-    pipe = getattr(sfumato, f"AutoPipelineFor{task}").from_pretrained(model, torch_dtype=dtype)
+    pipe = getattr(sfumato, f"AutoPipelineFor{task}").from_pretrained(model, torch_dtype=dtype, optimize=False)
     if args.scheduler:
         from ..schedulers import from_name
 
         pipe.scheduler = from_name(args.scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=args.quiet, file=sys.stderr)
-    pipe.to(args.device)  # exact mode came with from_pretrained; only fast mode adds to it
-    return pipe.optimize("fast") if args.dtype == "fast" else pipe
+    pipe.to(args.device)
+    return pipe.optimize("fast" if args.dtype == "fast" else "exact", packed_cache=args.packed_cache)
 
 
 def _silence_loading_bars() -> None:

@@ -111,17 +111,27 @@ class DiffusionPipeline(ConfigMixin):
         return self
 
     def optimize(
-        self, mode: str = "exact", *, compile: bool = False, packing: bool = True, winograd: bool = True
+        self,
+        mode: str = "exact",
+        *,
+        compile: bool = False,
+        packing: bool = True,
+        winograd: bool = True,
+        packed_cache: bool | str | os.PathLike | None = None,
     ) -> DiffusionPipeline:
         """Prepare for this machine: `"exact"` (equal to diffusers within float tolerance) or `"fast"`.
 
         See `sfumato.runtime.optimize`: on CPU the UNet's weights packed once for oneDNN (`packing`)
         and 3x3 convolutions on large maps through Winograd's algorithm (`winograd`); `"fast"` also
         casts to the fastest dtype (bfloat16 on CPUs with native bf16); `compile=True` compiles the UNet.
+        `packed_cache=True` (or a folder, or `SFUMATO_PACKED_CACHE=1`) keeps the packed weights on disk,
+        so later processes skip the packing (`sfumato.runtime.packed_cache`).
         """
         from ..runtime.optimize import optimize
 
-        return optimize(self, mode, compile=compile, packing=packing, winograd=winograd)
+        return optimize(
+            self, mode, compile=compile, packing=packing, winograd=winograd, packed_cache=packed_cache
+        )
 
     def check_compute_dtype(self, stacklevel: int = 2) -> None:
         """Warn (`SlowDtypeWarning`, once per dtype and device) if a module computes in a dtype this CPU runs slowly."""

@@ -21,7 +21,8 @@
     instead of reordered on every call: the 1280-channel 3x3 convolutions at 4x4 and 8x8 go from
     22-90 to ~155 GFLOP/s. Only weights used in place from memory-mapped files are packed (their
     pages are given back), so resident memory does not grow. The first call pays for the packing
-    (~6 s for SD1.5's UNet on 2 cores), which is repaid from the third UNet call on. On Intel's
+    (~6 s for SD1.5's UNet on 2 cores), which is repaid from the third UNet call on; with
+    `packed_cache` (opt-in, a copy of the UNet's size on disk) only the first process does. On Intel's
     AVX-512 CPUs convolutions on maps larger than 16x16 keep oneDNN's own path, as fast or faster
     there without a packed copy, in float32 and bfloat16 (`packing._max_packed_area`);
   - on AMD's AVX-512 CPUs, or where torch has no NNPACK, the VAE's convolution weights in
@@ -52,6 +53,7 @@ Nothing here changes process-wide settings; the changes are to the pipeline's ow
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -59,6 +61,7 @@ import torch
 from . import cpu
 from .attention import use_cpu_attention
 from .cpu import fast_dtype
+from .packed_cache import from_option as packed_cache_from
 from .packing import Policy, pack_weights, unpack_weights
 from .pages import drop_pages, file_mappings
 from .winograd import winograd_available
@@ -78,15 +81,19 @@ def optimize(
     compile: bool = False,
     packing: bool = True,
     winograd: bool = True,
+    packed_cache: bool | str | os.PathLike | None = None,
 ) -> DiffusionPipeline:
     """Apply `mode` to `pipe`'s modules in place and return it (see the module docstring).
 
     `packing=False` keeps the UNet's weights as they are for oneDNN; `winograd=False` keeps direct
     convolutions everywhere. With both off, the UNet's modules stay plain (results then equal
-    diffusers' bit for bit in exact mode).
+    diffusers' bit for bit in exact mode). `packed_cache` keeps the packed weights on disk for the
+    next process (`runtime.packed_cache`: True for the default folder, or a folder; None reads
+    `SFUMATO_PACKED_CACHE`; off unless asked for, as it takes a copy of the UNet's size on disk).
     """
     if mode not in ("exact", "fast"):
         raise ValueError(f'mode must be "exact" or "fast", got {mode!r}')
+    cache = packed_cache_from(packed_cache) if packing and not compile else None
     device = pipe._execution_device
     if mode == "fast":
         pipe.to(fast_dtype(device))
@@ -104,7 +111,7 @@ def optimize(
             # channels-last, measured).
             vae_winograd = winograd and _winograd_suits_vae(cpu.cpu_info())
             if vae_winograd or vae.dtype != torch.float32:
-                pack_weights(vae, policy, winograd=vae_winograd, exact=mode == "exact")
+                pack_weights(vae, policy, winograd=vae_winograd, exact=mode == "exact", cache=cache)
             else:
                 _to_channels_last(vae)
                 object.__setattr__(pipe, "_cpu_layout", True)
@@ -114,7 +121,7 @@ def optimize(
             # diffusers' values bit for bit (runtime.packing); 0.37 s a 256 px call against 0.62.
             unet_policy: Policy = "all" if getattr(unet, "dtype", None) == torch.bfloat16 else policy
             count = pack_weights(
-                unet, unet_policy if packing else "none", winograd=winograd, exact=mode == "exact"
+                unet, unet_policy if packing else "none", winograd=winograd, exact=mode == "exact", cache=cache
             )
             logger.debug("switched %d UNet modules to packed / Winograd kernels", count)
     if compile:

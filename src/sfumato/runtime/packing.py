@@ -22,6 +22,9 @@ A weight that is later cast, moved or written is no longer in the file: the modu
 plain forward again. `policy="all"` packs every weight and holds the extra copy for the others;
 `policy="none"` packs nothing (the modules are switched for the Winograd path only).
 
+`pack_weights(..., cache=...)` keeps the packed copies of weights from files on disk
+(`runtime.packed_cache`, opt-in), so the next process maps them instead of packing again.
+
 `winograd=True` also sends float32 3x3 stride-1 convolutions on large maps to Winograd's algorithm
 (`runtime.winograd`: 2-3x faster there, no packed copy, ~1e-5 relative rounding); the shape of
 each call decides, so one module can take either path.
@@ -33,7 +36,7 @@ import functools
 import logging
 import platform
 import threading
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +45,9 @@ from torch import nn
 from . import cpu
 from .layout import channels_last_pays, conv2d_channels_last
 from .pages import drop_pages, file_mappings, in_file_mapping, populate
+
+if TYPE_CHECKING:
+    from .packed_cache import PackedCache
 from .winograd import (
     FEW_CHANNELS,
     Kernel,
@@ -87,12 +93,17 @@ class _PackedWeight:
     _sfumato_fp32_min_rows: int | None  # linears: see `_fp32_min_rows`
     _sfumato_exact: bool  # rounds like the plain modules: no fused activations
     _sfumato_channels_last: bool  # convolutions: exact bf16 may compute channels-last (runtime.layout)
+    _sfumato_cache: PackedCache | None  # packed weights kept on disk (runtime.packed_cache), if asked for
+    _sfumato_pack_pages: list[tuple[int, int]] | None  # the cache file's pages the packed copy lies in
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (`torch.save(model)`, `copy.deepcopy`) without the packed copy: oneDNN's opaque
         tensor has no storage to write, and the copy is remade at the next call."""
         state = super().__getstate__()  # type: ignore[misc]
-        return {**state, "_sfumato_pack": None, "_sfumato_pack_key": None}
+        return {
+            **state, "_sfumato_pack": None, "_sfumato_pack_key": None, "_sfumato_pack_pages": None,
+            "_sfumato_cache": None,  # its mappings belong to this process
+        }  # fmt: skip
 
     def _plain_needed(self, x: torch.Tensor) -> bool:
         """Whether this call must take the module's usual forward (see the module docstring)."""
@@ -120,21 +131,42 @@ class _PackedWeight:
         key = (shape_key, weight.dtype, weight.data_ptr(), weight._version)
         if key != self._sfumato_pack_key:
             self._drop_pack()  # the old copy goes before a new one is made
-            if self._sfumato_policy == "neutral" and not in_file_mapping(weight, self._sfumato_mappings):
+            in_file = in_file_mapping(weight, self._sfumato_mappings)
+            if self._sfumato_policy == "neutral" and not in_file:
                 return None  # cast, moved or written since `pack_weights`: a copy would add to memory
-            populate(weight, self._sfumato_mappings)
-            packed = self._pack(weight.detach(), shape_key)
+            cache = self._sfumato_cache if in_file else None  # only a file's weight has an identity
+            entry = cache.key(weight, self._packing_params(shape_key)) if cache is not None else None
+            found = cache.load(entry, self._packed_shapes(weight, shape_key), weight.dtype) if entry else None
+            if found is not None:
+                parts, self._sfumato_pack_pages = found
+                packed = parts[0] if len(parts) == 1 else tuple(parts)
+            else:
+                populate(weight, self._sfumato_mappings)
+                packed = self._pack(weight.detach(), shape_key)
+                if entry:
+                    cache.store(entry, list(packed) if isinstance(packed, tuple) else [packed])  # type: ignore[union-attr]
+                drop_pages([weight], self._sfumato_mappings)
             self._sfumato_pack, self._sfumato_pack_key = packed, key
-            drop_pages([weight], self._sfumato_mappings)
             return packed  # this call's own copy, even if another thread repacks meanwhile
         return self._sfumato_pack
 
     def _pack(self, weight: torch.Tensor, shape_key: Any) -> Any:
         raise NotImplementedError
 
+    def _packing_params(self, shape_key: Any) -> list:
+        """What, besides the weight, decides the packed bytes (part of a cache entry's key)."""
+        raise NotImplementedError
+
+    def _packed_shapes(self, weight: torch.Tensor, shape_key: Any) -> list[list[int]]:
+        """The logical sizes of the packed tensors `_pack` makes (checked on a cache entry)."""
+        return [list(weight.shape)]
+
     def _drop_pack(self) -> None:
         """Free the packed copy: a repack is due, or this call takes a kernel that reads the weight itself."""
-        self._sfumato_pack, self._sfumato_pack_key = None, None
+        pages, cache = self._sfumato_pack_pages, self._sfumato_cache
+        self._sfumato_pack, self._sfumato_pack_key, self._sfumato_pack_pages = None, None, None
+        if pages and cache is not None:
+            cache.release(pages)  # a copy mapped from the cache: its pages go back as a packed copy's would
 
 
 class PackedConv2d(_PackedWeight, nn.Conv2d):
@@ -149,6 +181,9 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
             self.groups,
             list(shape_key),
         )
+
+    def _packing_params(self, shape_key: Any) -> list:
+        return ["conv", list(self.padding), list(self.stride), list(self.dilation), self.groups, list(shape_key)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self._plain_needed(x):
@@ -258,6 +293,14 @@ class PackedLinear(_PackedWeight, nn.Linear):
                 for part in (weight[:half], weight[half:])
             )
         return torch.ops.mkldnn._reorder_linear_weight(weight, shape_key)
+
+    def _packing_params(self, shape_key: Any) -> list:
+        return ["linear", list(shape_key) if isinstance(shape_key, tuple) else shape_key]
+
+    def _packed_shapes(self, weight: torch.Tensor, shape_key: Any) -> list[list[int]]:
+        if isinstance(shape_key, tuple):
+            return [[weight.shape[0] // 2, weight.shape[1]]] * 2
+        return [list(weight.shape)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         usable = x.dim() >= 2 and x.numel() and not self._plain_needed(x) and self._packing_pays(x)
@@ -399,7 +442,7 @@ _PACKED = {nn.Conv2d: PackedConv2d, nn.Linear: PackedLinear}
 _STATE = (
     "_sfumato_pack_key", "_sfumato_pack", "_sfumato_mappings", "_sfumato_dtypes", "_sfumato_policy",
     "_sfumato_winograd", "_sfumato_max_area", "_sfumato_fp32_min_rows", "_sfumato_exact",
-    "_sfumato_channels_last",
+    "_sfumato_channels_last", "_sfumato_cache", "_sfumato_pack_pages",
 )  # fmt: skip
 
 
@@ -436,9 +479,13 @@ def _reset(
     policy: Policy,
     winograd: bool,
     exact: bool,
+    cache: PackedCache | None,
 ) -> None:
     """Fresh packing state: nothing packed yet; the next call packs under `policy`."""
-    child._sfumato_pack_key, child._sfumato_pack = None, None
+    if getattr(child, "_sfumato_pack_pages", None):
+        child._drop_pack()  # a copy mapped from a cache file gives its pages back
+    child._sfumato_pack_key, child._sfumato_pack, child._sfumato_pack_pages = None, None, None
+    child._sfumato_cache = cache
     child._sfumato_mappings, child._sfumato_dtypes, child._sfumato_policy = mappings, dtypes, policy
     child._sfumato_exact = exact
     child._sfumato_winograd = winograd and _winograd_shaped(child)
@@ -448,14 +495,20 @@ def _reset(
 
 
 def pack_weights(
-    module: nn.Module, policy: Policy = "neutral", *, winograd: bool = False, exact: bool = True
+    module: nn.Module,
+    policy: Policy = "neutral",
+    *,
+    winograd: bool = False,
+    exact: bool = True,
+    cache: PackedCache | None = None,
 ) -> int:
     """Make `module`'s convolutions and linears use packed weights on CPU; returns how many were switched.
 
     Only exact `nn.Conv2d` (zero padding given as numbers) and `nn.Linear` are switched, never
     subclasses with their own forward. See the module docstring for `policy` and `winograd`.
     `exact=False` lets linears fuse their activation (`PackedLinear.forward_gated_gelu`): one
-    rounding instead of two, in bfloat16 no longer equal to the plain modules' results.
+    rounding instead of two, in bfloat16 no longer equal to the plain modules' results. With `cache`
+    (`runtime.packed_cache`), weights from files are packed once per machine, not once per process.
     """
     if policy not in ("neutral", "all", "none"):
         raise ValueError(f'policy must be "neutral", "all" or "none", got {policy!r}')
@@ -489,7 +542,7 @@ def pack_weights(
             ):
                 continue
             child.__class__ = packed_class
-        _reset(child, mappings, dtypes, policy, winograd, exact)
+        _reset(child, mappings, dtypes, policy, winograd, exact, cache)
         switched += 1
     return switched
 

@@ -74,16 +74,20 @@ def drop_pages(tensors: Iterable[torch.Tensor], mappings: list[tuple[int, int]] 
     mappings = file_mappings() if mappings is None else mappings
     dropped = 0
     for t in tensors:
-        if not in_file_mapping(t, mappings):
-            continue
-        begin, end = _byte_range(t)
-        first, last = (
-            -(-begin // _PAGE) * _PAGE,
-            end // _PAGE * _PAGE,
-        )  # whole pages only: neighbours may share
-        if last > first and libc.madvise(first, last - first, _MADV_DONTNEED) == 0:
-            dropped += last - first
+        if in_file_mapping(t, mappings):
+            begin, end = _byte_range(t)
+            dropped += drop_page_range(begin, end - begin)
     return dropped
+
+
+def drop_page_range(address: int, length: int) -> int:
+    """`MADV_DONTNEED` on the whole pages inside [address, address + length) of a private file mapping
+    never written; returns the bytes dropped. Partial pages at either end are kept: neighbours may share."""
+    libc = _libc()
+    first, last = -(-address // _PAGE) * _PAGE, (address + length) // _PAGE * _PAGE
+    if libc is None or last <= first or libc.madvise(first, last - first, _MADV_DONTNEED) != 0:
+        return 0
+    return last - first
 
 
 def populate(t: torch.Tensor, mappings: list[tuple[int, int]]) -> bool:
