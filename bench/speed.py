@@ -7,7 +7,9 @@
 Every measurement runs in a fresh process (bench/speed_worker.py), so peak RSS and the whole-process
 time (interpreter + import + load + first image) are each library's own. Variants: diffusers'
 default; sfumato's exact mode (the default, which the `sfumato` command uses); exact +
-`runtime.keep_freed_memory()`; sfumato's fast mode. Each speed figure comes with an output check against
+`runtime.keep_freed_memory()`; sfumato's fast mode; any of them with `+cache` (`exact+cache`,
+`cli+cache`): the packed-weight cache on (`SFUMATO_PACKED_CACHE`, a folder next to the fixture, filled
+by one untimed run first, so the timed processes map their packed weights). Each speed figure comes with an output check against
 diffusers: max |difference| of the final images in [0, 1] (exact mode must stay within 1/255).
 The folder is built once by bench/sd_fixture.py. Also: per-step framework cost on the tiny test
 pipeline with a stub UNet. See bench/README.md for the latest table.
@@ -100,12 +102,20 @@ def run_worker(lib: str, mode: str, folder: Path, size: int, dtype: str, out: Pa
     cmd = [sys.executable, str(HERE / "speed_worker.py"), lib, str(folder), str(size), dtype, mode]
     cmd += [repr(time.time()), str(out)]
     env = dict(os.environ)
-    if mode == "cli":  # what the sfumato command's own process asks for (sfumato.cli.use_huge_pages)
+    env.pop("SFUMATO_PACKED_CACHE", None)
+    if mode.startswith("cli"):  # what the sfumato command's own process asks for (sfumato.cli.use_huge_pages)
         env["THP_MEM_ALLOC_ENABLE"] = "1"
+    if mode.endswith("+cache"):
+        env["SFUMATO_PACKED_CACHE"] = str(packed_cache_folder(folder))
     result = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{lib} {mode} {size} {dtype} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def packed_cache_folder(folder: Path) -> Path:
+    """The packed-weight cache of the `+cache` variants: next to the fixture, kept between runs."""
+    return folder.parent / f"packed-{folder.name}"
 
 
 def compare(
@@ -120,6 +130,14 @@ def compare(
     runs: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         outputs = {}
+        for lib, mode in variants:
+            if mode.endswith("+cache"):  # one untimed run packs and writes what the timed ones map
+                start = time.time()
+                run_worker(lib, mode, folder, size, dtype, Path(tmp) / "fill.npz")
+                print(
+                    f"  {size}px {dtype} {lib} {mode}: cache filled in {time.time() - start:.0f} s",
+                    flush=True,
+                )
         for r in range(repeats):
             order = variants if r % 2 == 0 else variants[::-1]  # A B / B A: drift hits both alike
             for lib, mode in order:

@@ -77,7 +77,7 @@ def main(lib: str, folder: str, size: int, dtype_name: str, mode: str, launch: f
     if lib == "sfumato":
         from sfumato import runtime
 
-        if "mem" in mode or mode == "cli":
+        if "mem" in mode or mode.startswith("cli"):
             runtime.keep_freed_memory()
         if mode.startswith("fast"):
             pipe.optimize("fast")  # exact mode is what from_pretrained already gave

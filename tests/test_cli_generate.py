@@ -51,7 +51,9 @@ def test_packed_cache_keeps_the_packed_weights_for_the_next_run(tmp_path, capsys
     folder = tmp_path / "packed"
     images = []
     for i, extra in enumerate(([], ["--packed-cache", str(folder)], ["--packed-cache", str(folder)])):
-        code, paths, _ = generate(capsys, sd_model, "--output", str(tmp_path / f"{i}.png"), "--seed", "3", *extra)
+        code, paths, _ = generate(
+            capsys, sd_model, "--output", str(tmp_path / f"{i}.png"), "--seed", "3", *extra
+        )
         assert code == 0
         images.append(np.asarray(Image.open(paths[0])))
         if i == 1:

@@ -194,7 +194,9 @@ def test_a_mapped_entry_counts_as_recently_used_and_a_new_one_stays(tmp_path) ->
     left = entries(folder)
     assert len(left) == 1 and left[0].name not in old  # the new one stays, however small the limit
     with torch.no_grad():
-        assert (model(X) - mapped_model(tmp_path / "m.safetensors")(X)).abs().max() < 1e-5  # deleted, still mapped
+        assert (
+            model(X) - mapped_model(tmp_path / "m.safetensors")(X)
+        ).abs().max() < 1e-5  # deleted, still mapped
 
 
 def test_the_gated_projection_caches_both_halves(tmp_path, pack_calls) -> None:
@@ -240,7 +242,12 @@ def test_the_option_and_the_environment(tmp_path, monkeypatch) -> None:
     assert from_option(None) is None and from_option(False) is None
     assert from_option(True).directory == default
     assert from_option(tmp_path / "mine").directory == (tmp_path / "mine").resolve()
-    for value, expected in (("", None), ("0", None), ("1", default), (str(tmp_path / "env"), tmp_path / "env")):
+    for value, expected in (
+        ("", None),
+        ("0", None),
+        ("1", default),
+        (str(tmp_path / "env"), tmp_path / "env"),
+    ):
         monkeypatch.setenv("SFUMATO_PACKED_CACHE", value)
         cache = from_option(None)
         assert (cache.directory if cache else None) == (expected.resolve() if expected else None)
@@ -262,7 +269,9 @@ def test_clear_deletes_the_entries(tmp_path) -> None:
     assert (folder / "keep.txt").exists()
 
 
-def test_a_pipeline_loads_its_packed_weights_from_the_cache(tmp_path, sd_folder, pack_calls, monkeypatch) -> None:
+def test_a_pipeline_loads_its_packed_weights_from_the_cache(
+    tmp_path, sd_folder, pack_calls, monkeypatch
+) -> None:
     from sfumato import StableDiffusionPipeline
 
     monkeypatch.delenv("SFUMATO_PACKED_CACHE", raising=False)
@@ -270,7 +279,9 @@ def test_a_pipeline_loads_its_packed_weights_from_the_cache(tmp_path, sd_folder,
     def image(**options) -> torch.Tensor:
         pipe = StableDiffusionPipeline.from_pretrained(sd_folder, optimize=False).optimize(**options)
         pipe.set_progress_bar_config(disable=True)
-        out = pipe("a cat", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt")
+        out = pipe(
+            "a cat", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt"
+        )
         return out.images
 
     expected = image()
@@ -280,3 +291,28 @@ def test_a_pipeline_loads_its_packed_weights_from_the_cache(tmp_path, sd_folder,
     assert len(pack_calls) == 2 * packed_by_then and entries(tmp_path / "cache")
     assert torch.equal(image(packed_cache=tmp_path / "cache"), expected)
     assert len(pack_calls) == 2 * packed_by_then  # every packed weight came from the cache
+
+
+def test_a_range_since_mapped_to_another_file_is_never_taken_for_the_old_one(tmp_path) -> None:
+    from sfumato.runtime.packed_cache import _Mapping
+
+    save_model(tmp_path / "m.safetensors")
+    model = mapped_model(tmp_path / "m.safetensors")
+    weight = model[2].weight
+    cache = PackedCache(tmp_path / "cache")
+    expected = cache.key(weight, ["linear", 2])
+    assert expected is not None
+    stale = [_Mapping(weight.data_ptr() - 4096, weight.data_ptr() + 2**20, 0, 1, str(tmp_path / "old"))]
+    cache._files = stale  # what /proc/self/maps said before that range was unmapped and reused
+    assert cache.key(weight, ["linear", 2]) == expected
+    assert cache._files != stale
+
+
+def test_a_weight_whose_file_was_replaced_on_disk_has_no_identity(tmp_path) -> None:
+    save_model(tmp_path / "m.safetensors")
+    model = mapped_model(tmp_path / "m.safetensors")
+    save_model(tmp_path / "new.safetensors", seed=3)
+    os.replace(
+        tmp_path / "new.safetensors", tmp_path / "m.safetensors"
+    )  # the mapped bytes are the old file's
+    assert PackedCache(tmp_path / "cache").key(model[2].weight, ["linear", 2]) is None

@@ -185,7 +185,9 @@ def _load(model: str, args: argparse.Namespace) -> Any:
         from ..runtime import memory
 
         memory.keep_freed_memory()
-    pipe = getattr(sfumato, f"AutoPipelineFor{task}").from_pretrained(model, torch_dtype=dtype, optimize=False)
+    pipe = getattr(sfumato, f"AutoPipelineFor{task}").from_pretrained(
+        model, torch_dtype=dtype, optimize=False
+    )
     if args.scheduler:
         from ..schedulers import from_name
 

@@ -121,7 +121,11 @@ def optimize(
             # diffusers' values bit for bit (runtime.packing); 0.37 s a 256 px call against 0.62.
             unet_policy: Policy = "all" if getattr(unet, "dtype", None) == torch.bfloat16 else policy
             count = pack_weights(
-                unet, unet_policy if packing else "none", winograd=winograd, exact=mode == "exact", cache=cache
+                unet,
+                unet_policy if packing else "none",
+                winograd=winograd,
+                exact=mode == "exact",
+                cache=cache,
             )
             logger.debug("switched %d UNet modules to packed / Winograd kernels", count)
     if compile:

@@ -183,7 +183,14 @@ class PackedConv2d(_PackedWeight, nn.Conv2d):
         )
 
     def _packing_params(self, shape_key: Any) -> list:
-        return ["conv", list(self.padding), list(self.stride), list(self.dilation), self.groups, list(shape_key)]
+        return [
+            "conv",
+            list(self.padding),
+            list(self.stride),
+            list(self.dilation),
+            self.groups,
+            list(shape_key),
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self._plain_needed(x):
