@@ -42,6 +42,7 @@ FIGURES = [  # key, label, unit
     ("text_s", "text encode (2 prompts)", "s"),
     ("peak_rss", "peak RSS", "GiB"),
 ]
+WHOLE = ("process_s", "import_s", "load_s", "first_s", "peak_rss")  # what `--only-whole` measures
 
 
 def cpu_line() -> str:
@@ -98,9 +99,11 @@ def scheduler_name(folder: Path) -> str:
     return json.loads((folder / "model_index.json").read_text())["scheduler"][1].removesuffix("Scheduler")
 
 
-def run_worker(lib: str, mode: str, folder: Path, size: int, dtype: str, out: Path) -> dict:
+def run_worker(
+    lib: str, mode: str, folder: Path, size: int, dtype: str, out: Path, first_only: bool = False
+) -> dict:
     cmd = [sys.executable, str(HERE / "speed_worker.py"), lib, str(folder), str(size), dtype, mode]
-    cmd += [repr(time.time()), str(out)]
+    cmd += [repr(time.time()), str(out)] + (["--first-only"] if first_only else [])
     env = dict(os.environ)
     env.pop("SFUMATO_PACKED_CACHE", None)
     if mode.startswith("cli"):  # what the sfumato command's own process asks for (sfumato.cli.use_huge_pages)
@@ -126,14 +129,16 @@ def compare(
     repeats: int,
     flops: float,
     title: str,
+    only_whole: bool = False,
 ) -> None:
     runs: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
+    figures = [f for f in FIGURES if f[0] in WHOLE] if only_whole else FIGURES
     with tempfile.TemporaryDirectory() as tmp:
         outputs = {}
         for lib, mode in variants:
             if mode.endswith("+cache"):  # one untimed run packs and writes what the timed ones map
                 start = time.time()
-                run_worker(lib, mode, folder, size, dtype, Path(tmp) / "fill.npz")
+                run_worker(lib, mode, folder, size, dtype, Path(tmp) / "fill.npz", first_only=True)
                 print(
                     f"  {size}px {dtype} {lib} {mode}: cache filled in {time.time() - start:.0f} s",
                     flush=True,
@@ -142,21 +147,22 @@ def compare(
             order = variants if r % 2 == 0 else variants[::-1]  # A B / B A: drift hits both alike
             for lib, mode in order:
                 out = Path(tmp) / f"{lib}-{mode}.npz"
-                runs[(lib, mode)].append(run_worker(lib, mode, folder, size, dtype, out))
+                runs[(lib, mode)].append(run_worker(lib, mode, folder, size, dtype, out, only_whole))
                 outputs[(lib, mode)] = dict(np.load(out))
+                key = "process_s" if only_whole else "e2e_s"
                 print(
-                    f"  {size}px {dtype} {lib} {mode} run {r + 1}: {runs[(lib, mode)][-1]['e2e_s']:.1f} s",
+                    f"  {size}px {dtype} {lib} {mode} run {r + 1}: {key} {runs[(lib, mode)][-1][key]:.1f} s",
                     flush=True,
                 )
     ref = variants[0]
-    med = {v: {k: statistics.median(run[k] for run in runs[v]) for k, _, _ in FIGURES} for v in variants}
+    med = {v: {k: statistics.median(run[k] for run in runs[v]) for k, _, _ in figures} for v in variants}
     head = [f"{lib} {mode}" for lib, mode in variants]
     print(
         f"\n### {title}, {size} px, {dtype}, {scheduler_name(folder)} 4 steps, CFG 7.5 (median of {repeats})\n"
     )
     print("| figure | " + " | ".join(head) + " |")
     print("|---|" + "---|" * len(variants))
-    for key, label, unit in FIGURES:
+    for key, label, unit in figures:
         cells = []
         for v in variants:
             value = med[v][key] / (2**30 if unit == "GiB" else 1)
@@ -165,13 +171,19 @@ def compare(
                 cell += f" ({med[v][key] / med[ref][key]:.2f}×)"
             cells.append(cell)
         print(f"| {label} | " + " | ".join(cells) + " |")
-    gflops = [f"{flops / med[v]['unet_s']:.0f}" for v in variants]
-    print("| UNet GFLOP/s | " + " | ".join(gflops) + " |")
+    if not only_whole:
+        gflops = [f"{flops / med[v]['unet_s']:.0f}" for v in variants]
+        print("| UNet GFLOP/s | " + " | ".join(gflops) + " |")
     diffs = []
     for v in variants:
         image = np.abs(outputs[v]["image"] - outputs[ref]["image"]).max()
-        unet = np.abs(outputs[v]["unet"] - outputs[ref]["unet"]).max() / np.abs(outputs[ref]["unet"]).max()
-        diffs.append(f"image {image * 255:.2f}/255, UNet {unet:.1e}")
+        diff = f"image {image * 255:.2f}/255"
+        if not only_whole:
+            unet = (
+                np.abs(outputs[v]["unet"] - outputs[ref]["unet"]).max() / np.abs(outputs[ref]["unet"]).max()
+            )
+            diff += f", UNet {unet:.1e}"
+        diffs.append(diff)
     print("| output vs diffusers | " + " | ".join(diffs) + " |")
 
 
@@ -255,6 +267,11 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=None)
     parser.add_argument("--skip-per-step", action="store_true")
     parser.add_argument("--only-per-step", action="store_true")
+    parser.add_argument(
+        "--only-whole",
+        action="store_true",
+        help="each process stops after its first image: whole-process rows only",
+    )
     args = parser.parse_args()
 
     import torch
@@ -276,9 +293,10 @@ def main() -> None:
         flops = unet_gflop(args.model, size)
         print(f"{title} UNet call at {size} px: {flops:.0f} GFLOP")
         for dtype in dtypes:
-            compare(variants, folder, size, dtype, args.repeats, flops, title)
-    load_memory(folder)
-    if not args.skip_per_step:
+            compare(variants, folder, size, dtype, args.repeats, flops, title, args.only_whole)
+    if not args.only_whole:
+        load_memory(folder)
+    if not args.skip_per_step and not args.only_whole:
         per_step_cost()
 
 

@@ -1,6 +1,6 @@
 """One measurement process of bench/speed.py: import, load, generate, time the parts, report JSON.
 
-    python bench/speed_worker.py LIB FOLDER SIZE DTYPE MODE LAUNCH_TIME OUT_NPZ
+    python bench/speed_worker.py LIB FOLDER SIZE DTYPE MODE LAUNCH_TIME OUT_NPZ [--first-only]
     python bench/speed_worker.py LIB --load FOLDER DTYPE VARIANT      # peak RSS of loading only
 
 LIB is `diffusers` or `sfumato`; MODE is `default` for diffusers and `exact`, `exact+mem` (with
@@ -65,7 +65,16 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def main(lib: str, folder: str, size: int, dtype_name: str, mode: str, launch: float, out_npz: str) -> None:
+def main(
+    lib: str,
+    folder: str,
+    size: int,
+    dtype_name: str,
+    mode: str,
+    launch: float,
+    out_npz: str,
+    first_only: bool,
+) -> None:
     import numpy as np
     import torch
 
@@ -92,8 +101,16 @@ def main(lib: str, folder: str, size: int, dtype_name: str, mode: str, launch: f
         ).images  # fmt: skip
 
     with torch.inference_mode():
-        first_s, _ = timed(generate, 1)
+        first_s, image = timed(generate, 1)
         process_s = time.time() - launch
+        if first_only:  # the whole-process figures only (bench/speed.py --only-whole)
+            np.savez(out_npz, image=np.asarray(image, dtype=np.float32))
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            figures = dict(
+                import_s=import_s, load_s=load_s, first_s=first_s, process_s=process_s, peak_rss=rss
+            )
+            print(json.dumps(figures))
+            return
         e2e_s, image = timed(generate, 1)
         # the UNet's own dtype: fast mode may compute in another than the one loaded
         args, kwargs = unet_inputs(pipe.unet, size, pipe.unet.dtype, torch.Generator().manual_seed(1))
@@ -139,4 +156,4 @@ if __name__ == "__main__":
         load_only(sys.argv[1], sys.argv[3], sys.argv[4], sys.argv[5])
     else:
         lib, folder, size, dtype, mode, launch, out = sys.argv[1:8]
-        main(lib, folder, int(size), dtype, mode, float(launch), out)
+        main(lib, folder, int(size), dtype, mode, float(launch), out, "--first-only" in sys.argv[8:])
