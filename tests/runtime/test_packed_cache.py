@@ -43,6 +43,20 @@ def mapped_model(path) -> nn.Module:
     return model
 
 
+def cached_model(tmp_path, cache: PackedCache | None = None) -> nn.Module:
+    """The saved model mapped from its file, packing through `cache` (by default the test's folder)."""
+    model = mapped_model(tmp_path / "m.safetensors")
+    pack_weights(model, "neutral", cache=cache or PackedCache(tmp_path / "cache"))
+    return model
+
+
+def fill(tmp_path) -> torch.Tensor:
+    """Save the model and run it once through the cache, which writes its entries; returns the output."""
+    save_model(tmp_path / "m.safetensors")
+    with torch.no_grad():
+        return cached_model(tmp_path)(X)
+
+
 def entries(folder) -> list:
     return sorted(folder.glob("*.packed"))
 
@@ -104,41 +118,25 @@ def test_entries_follow_the_input_shape_and_the_weight_file(tmp_path, pack_calls
 
 
 def test_a_damaged_entry_is_ignored_and_rewritten(tmp_path, pack_calls, caplog) -> None:
-    save_model(tmp_path / "m.safetensors")
-    folder = tmp_path / "cache"
-    reference = mapped_model(tmp_path / "m.safetensors")
-    pack_weights(reference, "neutral", cache=PackedCache(folder))
-    with torch.no_grad():
-        expected = reference(X)
-    for entry in entries(folder):  # cut each file short: its description no longer fits the bytes
+    expected = fill(tmp_path)
+    for entry in entries(tmp_path / "cache"):  # cut each file short: its description no longer fits the bytes
         entry.write_bytes(entry.read_bytes()[: entry.stat().st_size - 4096])
-    model = mapped_model(tmp_path / "m.safetensors")
-    pack_weights(model, "neutral", cache=PackedCache(folder))
     with caplog.at_level(logging.WARNING), torch.no_grad():
-        assert torch.equal(model(X), expected)
+        assert torch.equal(cached_model(tmp_path)(X), expected)
     assert len(pack_calls) == 4  # both packed again
     assert "damaged packed-weight cache entry" in caplog.text
-    fresh = mapped_model(tmp_path / "m.safetensors")
-    pack_weights(fresh, "neutral", cache=PackedCache(folder))
     with torch.no_grad():
-        assert torch.equal(fresh(X), expected)
+        assert torch.equal(cached_model(tmp_path)(X), expected)
     assert len(pack_calls) == 4  # the rewritten entries serve
 
 
-def test_an_entry_for_other_sizes_is_not_used(tmp_path, pack_calls) -> None:
-    save_model(tmp_path / "m.safetensors")
-    folder = tmp_path / "cache"
-    model = mapped_model(tmp_path / "m.safetensors")
-    pack_weights(model, "neutral", cache=PackedCache(folder))
-    with torch.no_grad():
-        expected = model(X)
-    cache = PackedCache(folder)
-    key = entries(folder)[0].stem
+def test_an_entry_for_other_sizes_is_not_used(tmp_path) -> None:
+    expected = fill(tmp_path)
+    cache = PackedCache(tmp_path / "cache")
+    key = entries(tmp_path / "cache")[0].stem
     assert cache.load(key, [[1, 2, 3, 4]], torch.float32) is None  # a header naming other sizes
-    fresh = mapped_model(tmp_path / "m.safetensors")
-    pack_weights(fresh, "neutral", cache=cache)
     with torch.no_grad():
-        assert torch.equal(fresh(X), expected)
+        assert torch.equal(cached_model(tmp_path, cache)(X), expected)
 
 
 def test_weights_not_from_a_file_are_packed_but_not_cached(tmp_path) -> None:
@@ -176,17 +174,12 @@ def test_the_least_recently_used_entries_go_over_the_limit(tmp_path) -> None:
 
 
 def test_a_mapped_entry_counts_as_recently_used_and_a_new_one_stays(tmp_path) -> None:
-    save_model(tmp_path / "m.safetensors")
+    fill(tmp_path)
     folder = tmp_path / "cache"
-    model = mapped_model(tmp_path / "m.safetensors")
-    pack_weights(model, "neutral", cache=PackedCache(folder))
-    with torch.no_grad():
-        model(X)
     old = {e.name for e in entries(folder)}
     for entry in entries(folder):
         os.utime(entry, (time.time() - 1000, time.time() - 1000))
-    model = mapped_model(tmp_path / "m.safetensors")
-    pack_weights(model, "neutral", cache=PackedCache(folder, limit_bytes=1))
+    model = cached_model(tmp_path, PackedCache(folder, limit_bytes=1))
     with torch.no_grad():
         model(X)  # mapped from the cache: used now
         assert all(time.time() - e.stat().st_mtime < 100 for e in entries(folder))
@@ -217,12 +210,9 @@ def test_the_gated_projection_caches_both_halves(tmp_path, pack_calls) -> None:
 
 
 def test_a_pickled_module_leaves_the_cache_behind(tmp_path) -> None:
-    save_model(tmp_path / "m.safetensors")
-    filling, model = (mapped_model(tmp_path / "m.safetensors") for _ in range(2))
-    for m in (filling, model):
-        pack_weights(m, "neutral", cache=PackedCache(tmp_path / "cache"))
+    fill(tmp_path)
+    model = cached_model(tmp_path)
     with torch.no_grad():
-        filling(X)
         expected = model(X)  # mapped from the cache
     assert model[0]._sfumato_pack_pages
     buffer = io.BytesIO()
@@ -257,12 +247,8 @@ def test_the_option_and_the_environment(tmp_path, monkeypatch) -> None:
 
 
 def test_clear_deletes_the_entries(tmp_path) -> None:
-    save_model(tmp_path / "m.safetensors")
+    fill(tmp_path)
     folder = tmp_path / "cache"
-    model = mapped_model(tmp_path / "m.safetensors")
-    pack_weights(model, "neutral", cache=PackedCache(folder))
-    with torch.no_grad():
-        model(X)
     total = sum(e.stat().st_size for e in entries(folder))
     (folder / "keep.txt").write_text("not ours")
     assert clear(folder) == total and not entries(folder)
