@@ -45,9 +45,6 @@ from torch import nn
 from . import cpu
 from .layout import channels_last_pays, conv2d_channels_last
 from .pages import drop_pages, file_mappings, in_file_mapping, populate
-
-if TYPE_CHECKING:
-    from .packed_cache import PackedCache
 from .winograd import (
     FEW_CHANNELS,
     Kernel,
@@ -56,6 +53,9 @@ from .winograd import (
     winograd_kernel,
     winograd_usable,
 )
+
+if TYPE_CHECKING:
+    from .packed_cache import PackedCache
 
 logger = logging.getLogger(__name__)
 
