@@ -235,7 +235,9 @@ def test_the_option_and_the_environment(tmp_path, monkeypatch) -> None:
     for value, expected in (
         ("", None),
         ("0", None),
+        ("off", None),
         ("1", default),
+        ("Yes", default),
         (str(tmp_path / "env"), tmp_path / "env"),
     ):
         monkeypatch.setenv("SFUMATO_PACKED_CACHE", value)
@@ -249,10 +251,23 @@ def test_the_option_and_the_environment(tmp_path, monkeypatch) -> None:
 def test_clear_deletes_the_entries(tmp_path) -> None:
     fill(tmp_path)
     folder = tmp_path / "cache"
-    total = sum(e.stat().st_size for e in entries(folder))
+    (folder / "writing-abc.tmp").write_bytes(b"x" * 10)  # left by a process killed while writing
+    total = sum(e.stat().st_size for e in entries(folder)) + 10
     (folder / "keep.txt").write_text("not ours")
     assert clear(folder) == total and not entries(folder)
-    assert (folder / "keep.txt").exists()
+    assert (folder / "keep.txt").exists() and not (folder / "writing-abc.tmp").exists()
+
+
+def test_files_left_half_written_long_ago_go_when_an_entry_is_written(tmp_path) -> None:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    for name, age in (("writing-old.tmp", 3600), ("writing-now.tmp", 0)):
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, (time.time() - age, time.time() - age))
+    fill(tmp_path)
+    assert entries(folder)
+    assert not (folder / "writing-old.tmp").exists()
+    assert (folder / "writing-now.tmp").exists()  # another process may be writing it
 
 
 def test_a_pipeline_loads_its_packed_weights_from_the_cache(

@@ -39,6 +39,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -55,6 +56,9 @@ DEFAULT_LIMIT_GB = 20.0
 _MAGIC = b"SFUMATO-PACKED-1"
 _ALIGN = 4096  # each packed weight starts on a page: oneDNN reads it in place
 _FORMAT = 1
+_ON, _OFF = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+_WRITING = "writing-"  # an entry being written: `{_WRITING}*.tmp`, renamed to `{key}.packed` when whole
+_STALE_SECONDS = 600  # a file being written older than this was left by a process that died writing it
 _SPARE_BYTES = 1 << 30  # never fill the disk: an entry is written only with this much to spare after it
 
 
@@ -65,11 +69,13 @@ def default_directory() -> Path:
 
 def from_option(option: bool | str | os.PathLike | None) -> PackedCache | None:
     """The cache `optimize(packed_cache=...)` asks for: True (the default folder), a folder, False (none),
-    or None (whatever `SFUMATO_PACKED_CACHE` says: unset, empty or "0" for none, "1" for the default
-    folder, else a folder). None as well where this torch cannot map packed weights."""
+    or None (whatever `SFUMATO_PACKED_CACHE` says: unset, empty, "0", "false", "no" or "off" for none;
+    "1", "true", "yes" or "on" for the default folder; else a folder). None as well where this torch
+    cannot map packed weights."""
     if option is None:
         value = os.environ.get(ENV, "").strip()
-        option = False if value in ("", "0") else True if value == "1" else value
+        words = value.lower()
+        option = False if words in _OFF else True if words in _ON else value
     if option is False:
         return None
     if not available():
@@ -85,10 +91,11 @@ def _cache_for(directory: Path) -> PackedCache:
 
 
 def clear(directory: str | os.PathLike | None = None) -> int:
-    """Delete the cache's entries (the default folder unless given); returns the bytes freed."""
+    """Delete the cache's entries and unfinished writes (the default folder unless given); returns the
+    bytes freed."""
     folder = Path(directory) if directory is not None else default_directory()
     freed = 0
-    for entry in folder.glob("*.packed"):
+    for entry in [*folder.glob("*.packed"), *folder.glob(f"{_WRITING}*.tmp")]:
         freed += entry.stat().st_size
         entry.unlink()  # a process that maps it keeps its pages until it ends
     return freed
@@ -253,7 +260,7 @@ class PackedCache:
                     part["offset"] = offset
                     offset = _round_up(offset + length, _ALIGN)
                 body = json.dumps({"parts": parts}).encode()
-            fd, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=_WRITING, suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(_MAGIC + len(body).to_bytes(8, "little") + body)
@@ -272,8 +279,12 @@ class PackedCache:
         self._evict(keep=f"{key}.packed")
 
     def _evict(self, keep: str) -> None:
-        """Delete the least recently used entries but `keep` while the folder holds more than the limit."""
+        """Delete the least recently used entries but `keep` while the folder holds more than the limit,
+        and files left half-written by a process that died writing them."""
         try:
+            for left in self.directory.glob(f"{_WRITING}*.tmp"):
+                if time.time() - left.stat().st_mtime > _STALE_SECONDS:
+                    left.unlink(missing_ok=True)
             entries = [(e.stat(), e) for e in self.directory.glob("*.packed") if e.name != keep]
             total = sum(st.st_size for st, _ in entries) + (self.directory / keep).stat().st_size
         except OSError:
