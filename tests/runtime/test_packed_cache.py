@@ -108,6 +108,12 @@ def test_entries_follow_the_input_shape_and_the_weight_file(tmp_path, pack_calls
             x = torch.randn(2, 8, size, size)
             assert (conv(x) - nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)).abs().max() < 1e-5
     assert len(entries(folder)) == 2 and pack_calls == ["PackedConv2d"] * 2
+    cache = conv._sfumato_cache
+    with torch.no_grad():
+        for size in (6, 10) * 20:  # a server alternating sizes: each entry mapped once, not per switch
+            x = torch.randn(2, 8, size, size)
+            assert (conv(x) - nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)).abs().max() < 1e-5
+    assert len(cache._maps) == 2 and pack_calls == ["PackedConv2d"] * 2
     save_model(path, seed=5)  # new weights in the same file: a new identity, never the old packing
     changed = mapped_model(path)
     plain = mapped_model(path)

@@ -165,6 +165,9 @@ class PackedCache:
             limit_bytes = int(float(os.environ.get(ENV_LIMIT, DEFAULT_LIMIT_GB)) * 2**30)
         self.limit_bytes = limit_bytes
         self._maps: list[mmap.mmap] = []  # never closed: a packed tensor made over one may still be in use
+        # each entry is mapped once per process: a module switching between input shapes maps it again
+        # from here, not anew (mappings are never closed, and a process may hold only ~65 k of them)
+        self._loaded: dict[str, tuple[list[torch.Tensor], list[tuple[int, int]]]] = {}
         self._files: list[_Mapping] | None = None  # this process's file mappings, as last read
         self._lock = threading.Lock()
         self._store_failed = False
@@ -191,6 +194,11 @@ class PackedCache:
     ) -> tuple[list[torch.Tensor], list] | None:
         """The packed tensors of entry `key` mapped from its file, if it exists and holds `shapes`;
         with the (address, length) of their pages."""
+        with self._lock:
+            loaded = self._loaded.get(key)
+        if loaded is not None:
+            tensors, _ = loaded
+            return loaded if [list(t.shape) for t in tensors] == shapes else None
         path = self.directory / f"{key}.packed"
         try:
             with open(path, "rb") as f:
@@ -207,6 +215,7 @@ class PackedCache:
             return None
         with self._lock:
             self._maps.append(mapped)
+            self._loaded[key] = tensors
         try:
             os.utime(path)  # the least recently used entries go first
         except OSError:
