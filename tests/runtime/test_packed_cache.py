@@ -123,6 +123,16 @@ def test_entries_follow_the_input_shape_and_the_weight_file(tmp_path, pack_calls
     assert len(entries(folder)) == 4
 
 
+def test_a_process_maps_a_bounded_number_of_entries_then_packs_as_usual(tmp_path, pack_calls, caplog) -> None:
+    expected = fill(tmp_path)
+    cache = PackedCache(tmp_path / "cache")
+    cache.max_mapped = 1
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        assert torch.equal(cached_model(tmp_path, cache)(X), expected)
+    assert len(cache._maps) == 1 and len(pack_calls) == 3  # the first entry mapped, the second packed
+    assert caplog.text.count("packing the next ones as usual") == 1
+
+
 def test_a_damaged_entry_is_ignored_and_rewritten(tmp_path, pack_calls, caplog) -> None:
     expected = fill(tmp_path)
     for entry in entries(tmp_path / "cache"):  # cut each file short: its description no longer fits the bytes

@@ -59,7 +59,10 @@ _FORMAT = 1
 _ON, _OFF = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 _WRITING = "writing-"  # an entry being written: `{_WRITING}*.tmp`, renamed to `{key}.packed` when whole
 _STALE_SECONDS = 600  # a file being written older than this was left by a process that died writing it
-_SPARE_BYTES = 1 << 30  # never fill the disk: an entry is written only with this much to spare after it
+_SPARE_BYTES = 1 << 30
+# Entries one process maps at most (each stays mapped: see `PackedCache._maps`): ~64 input shapes of
+# SD1.5's UNet. Linux allows ~65 k mappings per process, and torch's allocator needs its own.
+MAX_MAPPED = 16384  # never fill the disk: an entry is written only with this much to spare after it
 
 
 def default_directory() -> Path:
@@ -171,6 +174,7 @@ class PackedCache:
         self._files: list[_Mapping] | None = None  # this process's file mappings, as last read
         self._lock = threading.Lock()
         self._store_failed = False
+        self.max_mapped, self._full_warned = MAX_MAPPED, False
 
     def key(self, weight: torch.Tensor, packing: Any) -> str | None:
         """The entry's name for `weight` packed as `packing` (JSON-able), None if the weight has no
@@ -199,6 +203,13 @@ class PackedCache:
         if loaded is not None:
             tensors, _ = loaded
             return loaded if [list(t.shape) for t in tensors] == shapes else None
+        if len(self._maps) >= self.max_mapped:
+            if not self._full_warned:
+                self._full_warned = True
+                logger.warning(
+                    "%d packed-weight cache entries mapped: packing the next ones as usual", self.max_mapped
+                )
+            return None
         path = self.directory / f"{key}.packed"
         try:
             with open(path, "rb") as f:
