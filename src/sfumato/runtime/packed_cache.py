@@ -22,6 +22,9 @@ used in place from a memory-mapped file and never written have such an identity;
 load, trained) are packed as usual. An entry is written to a temporary file and renamed, so none is
 ever half-written; a damaged or foreign one (wrong sizes, wrong length) is ignored and replaced.
 
+Mapped entries stay mapped for the process's life (a packed tensor may still be in use), each once;
+past `MAX_MAPPED` of them (~64 input shapes of SD1.5's UNet) a process packs as usual.
+
 The packed tensors are made over the mapped file through torch's AOT-Inductor C interface
 (`aoti_torch_create_tensor_from_blob_v2`, the way AOT-compiled models load their packed constants);
 where this torch lacks it, the cache does nothing.
