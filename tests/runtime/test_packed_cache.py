@@ -261,6 +261,10 @@ def test_the_option_and_the_environment(tmp_path, monkeypatch) -> None:
         assert (cache.directory if cache else None) == (expected.resolve() if expected else None)
     monkeypatch.setenv("SFUMATO_PACKED_CACHE_GB", "0.5")
     assert PackedCache(tmp_path).limit_bytes == 2**29
+    for wrong in ("lots", "-1", "nan"):
+        monkeypatch.setenv("SFUMATO_PACKED_CACHE_GB", wrong)
+        with pytest.raises(ValueError, match=r"SFUMATO_PACKED_CACHE_GB must be a size in GB .*got"):
+            PackedCache(tmp_path)
     assert not (tmp_path / "xdg").exists()  # nothing written until a weight is packed
 
 

@@ -9,7 +9,7 @@ ones oneDNN wrote). The pages are the file's, so they count in the process's mem
 copies did, and the kernel may evict and reread them under memory pressure.
 
 The cost is disk: one packed copy of the UNet per input shape (3.4 GB for SD1.5 in float32 at one
-size and batch; SDXL ~10 GB). So it is off unless asked for: `pipe.optimize(packed_cache=True)`, or
+size and batch; SDXL's 9.3 GB at 512 px). So it is off unless asked for: `pipe.optimize(packed_cache=True)`, or
 `SFUMATO_PACKED_CACHE=1` (or a folder) in the environment, which `from_pretrained` and the `sfumato`
 command read. The default folder is `$XDG_CACHE_HOME/sfumato/packed` (`~/.cache/...`); the least
 recently used entries go once it holds more than `SFUMATO_PACKED_CACHE_GB` (default 20) GB, and
@@ -167,9 +167,7 @@ class PackedCache:
 
     def __init__(self, directory: Path, limit_bytes: int | None = None) -> None:
         self.directory = directory
-        if limit_bytes is None:
-            limit_bytes = int(float(os.environ.get(ENV_LIMIT, DEFAULT_LIMIT_GB)) * 2**30)
-        self.limit_bytes = limit_bytes
+        self.limit_bytes = _limit_from_environment() if limit_bytes is None else limit_bytes
         self._maps: list[mmap.mmap] = []  # never closed: a packed tensor made over one may still be in use
         # each entry is mapped once per process: a module switching between input shapes maps it again
         # from here, not anew (mappings are never closed, and a process may hold only ~65 k of them)
@@ -376,6 +374,17 @@ def _still_mapped(mapping: _Mapping) -> bool:
         return os.readlink(f"/proc/self/map_files/{mapping.start:x}-{mapping.end:x}") == mapping.path
     except OSError:
         return False
+
+
+def _limit_from_environment() -> int:
+    value = os.environ.get(ENV_LIMIT, "").strip() or str(DEFAULT_LIMIT_GB)
+    try:
+        gigabytes = float(value)
+    except ValueError:
+        gigabytes = -1.0
+    if not gigabytes >= 0:  # also NaN
+        raise ValueError(f"{ENV_LIMIT} must be a size in GB (e.g. 20 or 2.5), got {value!r}")
+    return int(gigabytes * 2**30)
 
 
 def _round_up(n: int, to: int) -> int:
