@@ -75,7 +75,6 @@ def main(
     out_npz: str,
     first_only: bool,
 ) -> None:
-    import numpy as np
     import torch
 
     cls = pipeline_class(lib, folder)
@@ -102,15 +101,9 @@ def main(
 
     with torch.inference_mode():
         first_s, image = timed(generate, 1)
-        process_s = time.time() - launch
+        figures = dict(import_s=import_s, load_s=load_s, first_s=first_s, process_s=time.time() - launch)
         if first_only:  # the whole-process figures only (bench/speed.py --only-whole)
-            np.savez(out_npz, image=np.asarray(image, dtype=np.float32))
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            figures = dict(
-                import_s=import_s, load_s=load_s, first_s=first_s, process_s=process_s, peak_rss=rss
-            )
-            print(json.dumps(figures))
-            return
+            return report(figures, out_npz, image=image)
         e2e_s, image = timed(generate, 1)
         # the UNet's own dtype: fast mode may compute in another than the one loaded
         args, kwargs = unet_inputs(pipe.unet, size, pipe.unet.dtype, torch.Generator().manual_seed(1))
@@ -119,15 +112,17 @@ def main(
         vae_s, vae_out = timed(lambda: pipe.vae.decode(vae_in.to(pipe.vae.dtype)).sample, 2)
         ids = pipe.tokenizer([PROMPT, ""], padding="max_length", max_length=77, return_tensors="pt").input_ids
         text_s, _ = timed(lambda: [enc(ids, output_hidden_states=True)[0] for enc in text_encoders(pipe)], 3)
-    np.savez(
-        out_npz, image=np.asarray(image, dtype=np.float32), unet=unet_out.float().numpy(),
-        vae=vae_out.float().numpy(),
-    )  # fmt: skip
+    figures.update(e2e_s=e2e_s, unet_s=unet_s, vae_s=vae_s, text_s=text_s)
+    report(figures, out_npz, image=image, unet=unet_out.float().numpy(), vae=vae_out.float().numpy())
+
+
+def report(figures: dict, out_npz: str, **outputs) -> None:
+    """Save the outputs for the parent's check against diffusers; print the figures with the peak RSS."""
+    import numpy as np
+
+    np.savez(out_npz, **{name: np.asarray(value, dtype=np.float32) for name, value in outputs.items()})
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    print(json.dumps(dict(
-        import_s=import_s, load_s=load_s, first_s=first_s, process_s=process_s, e2e_s=e2e_s, unet_s=unet_s,
-        vae_s=vae_s, text_s=text_s, peak_rss=rss,
-    )))  # fmt: skip
+    print(json.dumps({**figures, "peak_rss": rss}))
 
 
 def load_only(lib: str, folder: str, dtype_name: str, variant: str) -> None:

@@ -315,7 +315,7 @@ def test_a_pipeline_loads_its_packed_weights_from_the_cache(
 
 
 def test_a_range_since_mapped_to_another_file_is_never_taken_for_the_old_one(tmp_path) -> None:
-    from sfumato.runtime.packed_cache import _Mapping
+    from sfumato.runtime.pages import FileMapping
 
     save_model(tmp_path / "m.safetensors")
     model = mapped_model(tmp_path / "m.safetensors")
@@ -323,7 +323,7 @@ def test_a_range_since_mapped_to_another_file_is_never_taken_for_the_old_one(tmp
     cache = PackedCache(tmp_path / "cache")
     expected = cache.key(weight, ["linear", 2])
     assert expected is not None
-    stale = [_Mapping(weight.data_ptr() - 4096, weight.data_ptr() + 2**20, 0, 1, str(tmp_path / "old"))]
+    stale = [FileMapping(weight.data_ptr() - 4096, weight.data_ptr() + 2**20, 0, 1, str(tmp_path / "old"))]
     cache._files = stale  # what /proc/self/maps said before that range was unmapped and reused
     assert cache.key(weight, ["linear", 2]) == expected
     assert cache._files != stale

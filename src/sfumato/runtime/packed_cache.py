@@ -44,12 +44,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from . import cpu
-from .pages import drop_page_range
+from .pages import FileMapping, drop_page_range, mapped_files
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ ENV_LIMIT = "SFUMATO_PACKED_CACHE_GB"
 DEFAULT_LIMIT_GB = 20.0
 _MAGIC = b"SFUMATO-PACKED-1"
 _ALIGN = 4096  # each packed weight starts on a page: oneDNN reads it in place
-_FORMAT = 1
+_FORMAT = 2  # 2: part offsets counted from the first page after the header
 _ON, _OFF = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 _WRITING = "writing-"  # an entry being written: `{_WRITING}*.tmp`, renamed to `{key}.packed` when whole
 _STALE_SECONDS = 600  # a file being written older than this was left by a process that died writing it
@@ -172,7 +172,7 @@ class PackedCache:
         # each entry is mapped once per process: a module switching between input shapes maps it again
         # from here, not anew (mappings are never closed, and a process may hold only ~65 k of them)
         self._loaded: dict[str, tuple[list[torch.Tensor], list[tuple[int, int]]]] = {}
-        self._files: list[_Mapping] | None = None  # this process's file mappings, as last read
+        self._files: list[FileMapping] | None = None  # this process's file mappings, as last read
         self._lock = threading.Lock()
         self._store_failed = False
         self.max_mapped, self._full_warned = MAX_MAPPED, False
@@ -245,12 +245,13 @@ class PackedCache:
             return None
         if not isinstance(parts, list) or [p.get("sizes") for p in parts] != shapes:
             return None
-        base = ctypes.addressof(ctypes.c_char.from_buffer(mapped))
+        data_start = _round_up(len(_MAGIC) + 8 + header_len, _ALIGN)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(mapped)) + data_start
         tensors, pages = [], []
         make = _make_tensor_fn()
         for part in parts:
             start, length, metadata = part["offset"], part["nbytes"], bytes.fromhex(part["metadata"])
-            if start % _ALIGN or start < 0 or length <= 0 or start + length > size:
+            if start % _ALIGN or start < 0 or length <= 0 or data_start + start + length > size:
                 return None
             tensor = make(base + start, part["sizes"], dtype, metadata)
             # the description must cover exactly the bytes the file holds for it
@@ -273,20 +274,18 @@ class PackedCache:
             for tensor, length in zip(tensors, lengths, strict=True):
                 metadata = torch.ops.mkldnn._get_mkldnn_serialized_md(tensor).numpy().tobytes().hex()
                 parts.append({"sizes": list(tensor.shape), "nbytes": length, "metadata": metadata})
-            body, data_start = b"", 0
-            while len(_MAGIC) + 8 + len(body) > data_start:  # the offsets are in the header they follow
-                data_start = _round_up(len(_MAGIC) + 8 + len(body), _ALIGN)
-                offset = data_start
-                for part, length in zip(parts, lengths, strict=True):
-                    part["offset"] = offset
-                    offset = _round_up(offset + length, _ALIGN)
-                body = json.dumps({"parts": parts}).encode()
+            offset = 0  # from the first page after the header, so the header's length does not matter
+            for part, length in zip(parts, lengths, strict=True):
+                part["offset"] = offset
+                offset = _round_up(offset + length, _ALIGN)
+            body = json.dumps({"parts": parts}).encode()
+            data_start = _round_up(len(_MAGIC) + 8 + len(body), _ALIGN)
             fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=_WRITING, suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(_MAGIC + len(body).to_bytes(8, "little") + body)
                     for part, tensor, length in zip(parts, tensors, lengths, strict=True):
-                        f.seek(part["offset"])
+                        f.seek(data_start + part["offset"])
                         address = torch.ops.mkldnn.data_ptr(tensor)
                         f.write(memoryview((ctypes.c_char * length).from_address(address)))
                 os.replace(temporary, self.directory / f"{key}.packed")
@@ -321,7 +320,7 @@ class PackedCache:
         for address, length in pages:
             drop_page_range(address, length)
 
-    def _locate(self, weight: torch.Tensor) -> tuple[_Mapping, int] | None:
+    def _locate(self, weight: torch.Tensor) -> tuple[FileMapping, int] | None:
         """The file mapping `weight` lies in and its byte offset in the file.
 
         /proc/self/maps is read once and kept (0.7 ms a read: 0.2 s for SD1.5's 257 weights); a kept
@@ -341,34 +340,12 @@ class PackedCache:
         return None
 
 
-class _Mapping(NamedTuple):
-    start: int
-    end: int
-    offset: int  # of the mapping's first byte in the file
-    inode: int
-    path: str  # as the kernel names it
+def _mapped_files() -> list[FileMapping]:
+    """This process's file mappings, those of files since deleted left out (they have no identity)."""
+    return [m for m in mapped_files() if m.path.startswith("/") and not m.path.endswith(" (deleted)")]
 
 
-def _mapped_files() -> list[_Mapping]:
-    """This process's mappings of regular files (/proc/self/maps), deleted files left out."""
-    found = []
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as f:
-            for line in f:
-                parts = line.split(maxsplit=5)
-                if len(parts) < 6 or parts[4] == "0" or not parts[5].startswith("/"):
-                    continue
-                path = parts[5].rstrip("\n")
-                if path.endswith(" (deleted)"):
-                    continue
-                start, end = (int(x, 16) for x in parts[0].split("-"))
-                found.append(_Mapping(start, end, int(parts[2], 16), int(parts[4]), path))
-    except OSError:
-        return []
-    return found
-
-
-def _still_mapped(mapping: _Mapping) -> bool:
+def _still_mapped(mapping: FileMapping) -> bool:
     """Whether the range still maps the file it did when read (False where this cannot be checked)."""
     try:
         return os.readlink(f"/proc/self/map_files/{mapping.start:x}-{mapping.end:x}") == mapping.path

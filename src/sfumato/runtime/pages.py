@@ -16,6 +16,7 @@ import ctypes
 import functools
 import sys
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import torch
 
@@ -36,9 +37,19 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def file_mappings() -> list[tuple[int, int]]:
-    """Sorted (start, end) address ranges of this process's mappings of regular files."""
-    ranges = []
+class FileMapping(NamedTuple):
+    """One mapping of a file in this process (a line of /proc/self/maps)."""
+
+    start: int
+    end: int
+    offset: int  # of the mapping's first byte in the file
+    inode: int
+    path: str  # as the kernel names it; ends in " (deleted)" once the file is unlinked
+
+
+def mapped_files() -> list[FileMapping]:
+    """This process's mappings of files: not anonymous memory, heap or stack."""
+    found = []
     try:
         with open("/proc/self/maps", encoding="utf-8") as f:
             for line in f:
@@ -46,10 +57,15 @@ def file_mappings() -> list[tuple[int, int]]:
                 if len(parts) < 6 or parts[4] == "0" or parts[5].startswith("["):
                     continue  # anonymous memory, heap, stack: never touched
                 start, end = (int(x, 16) for x in parts[0].split("-"))
-                ranges.append((start, end))
+                found.append(FileMapping(start, end, int(parts[2], 16), int(parts[4]), parts[5].rstrip("\n")))
     except OSError:
         return []
-    return sorted(ranges)
+    return found
+
+
+def file_mappings() -> list[tuple[int, int]]:
+    """Sorted (start, end) address ranges of this process's mappings of regular files."""
+    return sorted((m.start, m.end) for m in mapped_files())
 
 
 def _byte_range(t: torch.Tensor) -> tuple[int, int]:
