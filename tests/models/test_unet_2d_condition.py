@@ -481,3 +481,52 @@ def test_a_plain_model_computes_guidance_halves_as_diffusers_bit_for_bit(prompts
     assert not model.share_guidance_halves
     kw = _cfg_inputs(config, prompts)
     assert torch.equal(run(ref, kw), run(model, kw))
+
+
+FREEU = dict(s1=0.9, s2=0.2, b1=1.5, b2=1.6)
+
+
+@pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
+@pytest.mark.parametrize("size", [(16, 16), (13, 10)])  # power-of-two maps, and odd ones
+def test_freeu_matches_diffusers(name, size, make_seeded, assert_close):
+    config = CONFIGS[name]
+    ref, model = seeded_pair(make_seeded, config)
+    kw = inputs(config, size=size)
+    plain = run(model, kw)
+    ref.enable_freeu(**FREEU)
+    model.enable_freeu(**FREEU)
+    with_freeu = run(model, kw)
+    assert_close(run(ref, kw), with_freeu)
+    assert (with_freeu - plain).abs().max() > 0.05 * plain.abs().max()  # it changes the output
+    model.disable_freeu()
+    assert torch.equal(run(model, kw), plain)
+
+
+def test_freeu_zero_factor_is_off_as_in_diffusers(make_seeded, caplog):
+    config = CONFIGS["sd15"]
+    ref, model = seeded_pair(make_seeded, config)
+    kw = inputs(config)
+    plain = run(model, kw)
+    ref.enable_freeu(**{**FREEU, "b2": 0})
+    model.enable_freeu(**{**FREEU, "b2": 0})
+    assert "turns FreeU off" in caplog.text
+    assert torch.equal(run(model, kw), plain)
+    assert torch.allclose(run(ref, kw), plain, rtol=0, atol=1e-5)
+
+
+def test_freeu_with_autograd_and_bfloat16(make_seeded, assert_close):
+    config = CONFIGS["sd15"]
+    _, model = seeded_pair(make_seeded, config)
+    model.enable_freeu(**FREEU)
+    kw = inputs(config, batch=1)
+    expected = run(model, kw)
+    sample = kw["sample"].clone().requires_grad_(True)
+    out = model(**{**kw, "sample": sample}).sample
+    assert_close(expected, out.detach())
+    out.square().mean().backward()
+    assert sample.grad is not None and sample.grad.abs().sum() > 0
+    low = model.to(torch.bfloat16)  # the FFT runs in float32 for half-precision maps
+    kw16 = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in kw.items()}
+    out16 = run(low, kw16)
+    assert out16.dtype == torch.bfloat16
+    assert_close(expected, out16.float(), tol=5e-2)

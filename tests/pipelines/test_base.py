@@ -231,3 +231,25 @@ def test_variant_round_trip_readable_by_diffusers(tmp_path):
     for name, value in ours.unet.state_dict().items():
         torch.testing.assert_close(again.unet.state_dict()[name], value)
         torch.testing.assert_close(theirs.unet.state_dict()[name], value)
+
+
+def test_attention_slice_sizes_are_checked(pipe):
+    for size in ("auto", "max", 2, [1, 2], None):
+        pipe.enable_attention_slicing(size)
+    pipe.set_attention_slice(4)
+    pipe.disable_attention_slicing()
+    for bad in ("half", 0, -1, [], [2, 0], 1.5, True):
+        with pytest.raises(ValueError, match="slice_size must be 'auto', 'max', a positive int"):
+            pipe.enable_attention_slicing(bad)
+
+
+def test_sequential_offload_and_hooks_on_a_cpu_only_machine(pipe, caplog):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU-only behaviour")
+    with caplog.at_level(logging.WARNING):
+        pipe.enable_sequential_cpu_offload()
+    assert "no GPU" in caplog.text
+    assert pipe._execution_device == torch.device("cpu")
+    pipe.remove_all_hooks()
+    pipe.reset_device_map()
+    assert pipe.device == torch.device("cpu")

@@ -7,6 +7,7 @@ text context `encoder_hidden_states`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 import torch
@@ -36,6 +37,7 @@ from .unet_2d_condition_embeds import (
     embed_text_time,
 )
 
+logger = logging.getLogger(__name__)
 IntOrList = int | tuple[int, ...]
 
 
@@ -265,6 +267,25 @@ class UNet2DConditionModel(ModelMixin):
                 f"encoder_hidden_states must have shape (batch, tokens, {width}) for this UNet; "
                 f"got {tuple(encoder_hidden_states.shape)} (is the text encoder the one the model was trained with?)"
             )
+
+    def enable_freeu(self, s1: float, s2: float, b1: float, b2: float) -> None:
+        """FreeU (`nn.freeu`): the first up stage scales half its backbone channels by `b1` and its skips'
+        lowest frequencies by `s1`, the second by `b2` and `s2`. Values that work: SD1.5 s1=0.9, s2=0.2,
+        b1=1.5, b2=1.6; SD2.x 0.9, 0.2, 1.4, 1.6; SDXL 0.6, 0.4, 1.1, 1.2 (the FreeU authors').
+
+        As in diffusers, a factor of 0 turns FreeU off rather than zeroing anything.
+        """
+        factors = [(b1, s1), (b2, s2)]
+        if not all((s1, s2, b1, b2)):
+            logger.warning("enable_freeu: a factor of 0 turns FreeU off (as in diffusers); nothing is scaled")
+            factors = []
+        for i, stage in enumerate(self.up_blocks):
+            stage.freeu = tuple(float(f) for f in factors[i]) if i < len(factors) else None
+
+    def disable_freeu(self) -> None:
+        """Undo `enable_freeu`."""
+        for stage in self.up_blocks:
+            stage.freeu = None
 
     def _stages(self) -> list[nn.Module]:
         return [*self.down_blocks, *([self.mid_block] if self.mid_block is not None else []), *self.up_blocks]

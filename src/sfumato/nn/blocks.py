@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .freeu import freeu
+
 
 @dataclass
 class CrossAttnInputs:
@@ -108,7 +110,13 @@ class MidStage(_Stage):
 
 
 class UpStage(_Stage):
-    """(concat a skip →) resnet (→ attention) × n, then an optional upsampler."""
+    """(concat a skip →) resnet (→ attention) × n, then an optional upsampler.
+
+    `freeu`: (backbone factor, skip factor) applied before each skip is joined (`nn.freeu`), set by
+    `UNet2DConditionModel.enable_freeu` on the first two up stages; None (the default) leaves both as they are.
+    """
+
+    freeu: tuple[float, float] | None = None
 
     def __init__(
         self,
@@ -131,7 +139,10 @@ class UpStage(_Stage):
         skips = list(skips)
         for i in range(len(self.resnets)):
             if skips:
-                x = torch.cat([x, skips.pop()], dim=1)
+                skip = skips.pop()
+                if self.freeu is not None:
+                    x, skip = freeu(x, skip, *self.freeu)
+                x = torch.cat([x, skip], dim=1)
             x = self._resnet(i, x, temb)
             if self.attentions is not None:
                 x = self._attend(i, x, cond)

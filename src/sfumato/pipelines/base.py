@@ -12,6 +12,7 @@ import inspect
 import itertools
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -204,6 +205,71 @@ class DiffusionPipeline(ConfigMixin):
             module.to("cpu")
             _, hook = cpu_offload_with_hook(module, target, prev_module_hook=hook)
         object.__setattr__(self, "_offload_device", target)
+
+    def enable_sequential_cpu_offload(
+        self, gpu_id: int | None = None, device: torch.device | str | None = None
+    ) -> None:
+        """Keep every weight on the CPU and move each layer to the accelerator only while it runs
+        (accelerate's `cpu_offload`; needs an accelerator, a no-op with a note on CPU-only machines)."""
+        if device is None and not torch.cuda.is_available():
+            logger.warning(
+                "enable_sequential_cpu_offload: no GPU found, so the pipeline already runs on the CPU; nothing to do"
+            )
+            return
+        from accelerate import cpu_offload
+
+        target = torch.device(device or f"cuda:{gpu_id or 0}")
+        for module in self._modules():
+            module.to("cpu")
+            cpu_offload(module, target, offload_buffers=len(module._parameters) > 0)
+        object.__setattr__(self, "_offload_device", target)
+
+    def remove_all_hooks(self) -> None:
+        """Take off the hooks `enable_model_cpu_offload` / `enable_sequential_cpu_offload` put on."""
+        if getattr(self, "_offload_device", None) is None:
+            return
+        from accelerate.hooks import remove_hook_from_module
+
+        for module in self._modules():
+            remove_hook_from_module(module, recurse=True)
+        object.__setattr__(self, "_offload_device", None)
+
+    def reset_device_map(self) -> None:
+        """Kept for diffusers compatibility: sfumato loads no component by a device map, so there is none to reset."""
+
+    def enable_attention_slicing(self, slice_size: str | int | Sequence[int] | None = "auto") -> None:
+        """Accepted for diffusers compatibility; attention already runs in bounded memory here.
+
+        diffusers computes attention a slice of heads at a time so as not to hold a whole
+        (tokens x tokens) score matrix. sfumato's attention never holds one (SDPA's flash kernel,
+        or query chunks on CPU, `runtime.attention`), so slicing could only slow it down: the size
+        is checked as diffusers checks its form, and the results stay the same.
+        """
+        self.set_attention_slice(slice_size)
+
+    def disable_attention_slicing(self) -> None:
+        """Undo `enable_attention_slicing` (nothing to undo: see there)."""
+        self.set_attention_slice(None)
+
+    def set_attention_slice(self, slice_size: str | int | Sequence[int] | None) -> None:
+        """See `enable_attention_slicing`."""
+        sizes = slice_size if isinstance(slice_size, (list, tuple)) else [slice_size]
+        if slice_size in ("auto", "max", None) or (
+            sizes and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes)
+        ):
+            return
+        raise ValueError(
+            f"slice_size must be 'auto', 'max', a positive int (heads per slice), a list of those per "
+            f"attention layer, or None; got {slice_size!r}"
+        )
+
+    def enable_xformers_memory_efficient_attention(self, attention_op: Callable | None = None) -> None:
+        """Accepted for diffusers compatibility: sfumato's attention is already memory-efficient
+        (PyTorch's SDPA kernels, which need no xformers); `attention_op` is not used."""
+        logger.info("sfumato uses PyTorch's memory-efficient attention kernels; xformers is not needed")
+
+    def disable_xformers_memory_efficient_attention(self) -> None:
+        """Kept for diffusers compatibility (see `enable_xformers_memory_efficient_attention`)."""
 
     # ------------------------------------------------------------------ loading
 

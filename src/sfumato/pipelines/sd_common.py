@@ -202,6 +202,17 @@ class StableDiffusionBase(DiffusionPipeline):
         encoder = getattr(self, "text_encoder", None)
         return encoder.dtype if encoder is not None else self.unet.dtype
 
+    def enable_freeu(self, s1: float, s2: float, b1: float, b2: float) -> None:
+        """FreeU on the UNet (`UNet2DConditionModel.enable_freeu`, which lists values that work)."""
+        if getattr(self, "unet", None) is None:
+            raise ValueError("this pipeline has no UNet, so FreeU has nothing to apply to")
+        self.unet.enable_freeu(s1=s1, s2=s2, b1=b1, b2=b2)
+
+    def disable_freeu(self) -> None:
+        """Undo `enable_freeu`."""
+        if getattr(self, "unet", None) is not None:
+            self.unet.disable_freeu()
+
     def encode_vae(self, image: Tensor, generator: Generator) -> Tensor:
         """Images in [-1, 1] -> scaled latents sampled from the VAE posterior (one generator per row if a list).
 

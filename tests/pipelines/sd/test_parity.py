@@ -306,3 +306,54 @@ def test_inpaint_with_masked_image_latents(sd_inpaint_pipes):
     out = _both(sd_inpaint_pipes, prompt=PROMPT, image=make_image(), mask_image=make_mask(),
                 masked_image_latents=masked_image_latents)  # fmt: skip
     assert_images_close(*out)
+
+
+def test_freeu_matches_diffusers(sd_folder):
+    theirs, ours = quiet(
+        diffusers.StableDiffusionPipeline.from_pretrained(sd_folder),
+        sfumato.StableDiffusionPipeline.from_pretrained(sd_folder),
+    )
+    plain = _both((theirs, ours), prompt=PROMPT)[1]
+    for pipe in (theirs, ours):
+        pipe.enable_freeu(s1=0.9, s2=0.2, b1=1.5, b2=1.6)
+    expected, actual = _both((theirs, ours), prompt=PROMPT)
+    assert_images_close(expected, actual)
+    assert np.abs(actual - plain).max() > 0.02  # FreeU changed the image
+    ours.disable_freeu()
+    np.testing.assert_array_equal(_both((theirs, ours), prompt=PROMPT)[1], plain)
+
+
+# diffusers' pipeline switches that user code calls; sfumato takes the same arguments
+SWITCHES = [
+    "enable_freeu", "disable_freeu", "enable_attention_slicing", "disable_attention_slicing",
+    "set_attention_slice", "enable_xformers_memory_efficient_attention",
+    "disable_xformers_memory_efficient_attention", "enable_model_cpu_offload",
+    "enable_sequential_cpu_offload", "remove_all_hooks", "reset_device_map", "maybe_free_model_hooks",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_switches_take_diffusers_arguments(name):
+    import inspect
+
+    def parameters(cls):
+        return [(p.name, p.default) for p in inspect.signature(getattr(cls, name)).parameters.values()]
+
+    for cls_name in ("StableDiffusionPipeline", "StableDiffusionXLPipeline"):
+        assert parameters(getattr(sfumato, cls_name)) == parameters(getattr(diffusers, cls_name))
+
+
+def test_attention_slicing_and_xformers_switches(sd_folder):
+    """diffusers slices attention on request; sfumato's already runs in bounded memory, so its image
+    stays the same bit for bit, and equal to diffusers' sliced one within tolerance."""
+    theirs, ours = quiet(
+        diffusers.StableDiffusionPipeline.from_pretrained(sd_folder),
+        sfumato.StableDiffusionPipeline.from_pretrained(sd_folder),
+    )
+    plain = _both((theirs, ours), prompt=PROMPT)[1]
+    theirs.enable_attention_slicing(1)
+    ours.enable_attention_slicing(1)
+    ours.enable_xformers_memory_efficient_attention()
+    expected, actual = _both((theirs, ours), prompt=PROMPT)
+    np.testing.assert_array_equal(actual, plain)
+    assert_images_close(expected, actual)
