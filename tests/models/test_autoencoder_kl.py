@@ -220,3 +220,21 @@ def test_outputs_behave_like_diffusers_outputs(pair):
         assert isinstance(
             model.encode(image(1), return_dict=False)[0], type(model.encode(image(1)).latent_dist)
         )
+
+
+def test_fused_qkv_projections_match_diffusers(pair, assert_close):
+    ref, model = pair
+    x = image(batch=1)
+    z = torch.randn(1, 4, 5, 4, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        plain = model.decode(z).sample
+        ref.fuse_qkv_projections()
+        model.fuse_qkv_projections()
+        try:
+            assert model.encoder.mid_block.attentions[0]._fused_projection(True) is not None
+            assert_close(ref.decode(z).sample, model.decode(z).sample)
+            assert_close(ref.encode(x).latent_dist.mean, model.encode(x).latent_dist.mean)
+        finally:
+            model.unfuse_qkv_projections()
+            ref.unfuse_qkv_projections()
+        assert torch.equal(model.decode(z).sample, plain)

@@ -530,3 +530,51 @@ def test_freeu_with_autograd_and_bfloat16(make_seeded, assert_close):
     out16 = run(low, kw16)
     assert out16.dtype == torch.bfloat16
     assert_close(expected, out16.float(), tol=5e-2)
+
+
+def _separate_projection_calls(model) -> list[str]:
+    """Records the name of every separate `to_q` / `to_k` / `to_v` call of `model`'s attentions."""
+    calls = []
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in ("to_q", "to_k", "to_v"):
+            module.register_forward_hook(lambda *_, n=name: calls.append(n))
+    return calls
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "exotic"])
+def test_fused_projections_match_diffusers(name, make_seeded, assert_close):
+    config = CONFIGS[name]
+    ref, model = seeded_pair(make_seeded, config)
+    kw = inputs(config)
+    plain = run(model, kw)
+    calls = _separate_projection_calls(model)
+    ref.fuse_qkv_projections()
+    model.fuse_qkv_projections()
+    assert_close(run(ref, kw), run(model, kw))
+    assert calls and all(c.endswith("to_q") for c in calls)  # only cross-attention queries stay apart
+    assert not any("fused" in key for key in model.state_dict())  # a copy, never saved
+    model.unfuse_qkv_projections()
+    assert torch.equal(run(model, kw), plain)
+
+
+def test_fused_projections_follow_casts_and_go_stale_on_writes(make_seeded, assert_close):
+    config = CONFIGS["sd15"]
+    _, model = seeded_pair(make_seeded, config)
+    _, reference = seeded_pair(make_seeded, config)
+    kw = inputs(config)
+    calls = _separate_projection_calls(model)
+    model.fuse_qkv_projections()
+    model.to(torch.float64)
+    reference.to(torch.float64)
+    kw64 = {k: v.double() if v.is_floating_point() else v for k, v in kw.items()}
+    assert_close(run(reference, kw64), run(model, kw64))
+    assert not any(c.endswith(("to_k", "to_v")) for c in calls)  # still fused after the cast
+    attn = model.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    with torch.no_grad():
+        for layer in (attn.to_k, reference.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_k):
+            layer.weight.mul_(1.5)
+    assert_close(run(reference, kw64), run(model, kw64))  # the stale copy is not used
+    assert any(c.endswith("attn1.to_k") for c in calls)
+    calls.clear()
+    model(**kw64).sample.square().mean().backward()  # with autograd the separate weights run
+    assert attn.to_q.weight.grad is not None and any(c.endswith("to_v") for c in calls)

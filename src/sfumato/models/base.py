@@ -97,6 +97,26 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
             if (p.requires_grad or not only_trainable) and id(p) not in skip
         )
 
+    # ------------------------------------------------------------------ fused attention projections
+
+    def fuse_qkv_projections(self) -> None:
+        """Every attention's query, key and value projections as one matrix product (key and value for
+        cross-attention), as diffusers' `fuse_qkv_projections` does (`nn.attention.Attention.fuse_projections`:
+        a copy of those weights, not saved with the model)."""
+        from ..nn.attention import Attention
+
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.fuse_projections()
+
+    def unfuse_qkv_projections(self) -> None:
+        """Undo `fuse_qkv_projections`."""
+        from ..nn.attention import Attention
+
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.unfuse_projections()
+
     # ------------------------------------------------------------------ training switches
 
     def enable_gradient_checkpointing(self) -> None:

@@ -109,6 +109,7 @@ class Attention(nn.Module):
         inner = heads * dim_head
         context_dim = cross_attention_dim if cross_attention_dim is not None else query_dim
         self.heads = heads
+        self.is_cross_attention = cross_attention_dim is not None
         self.residual_connection = residual_connection
         self.rescale_output_factor = rescale_output_factor
         self.group_norm = None
@@ -129,8 +130,15 @@ class Attention(nn.Module):
             if self.group_norm is not None:
                 x = self.group_norm(x)
             x = x.transpose(1, 2)  # (B, HW, C)
-        keys, values = self._project_context(x if context is None else context, context is not None)
-        h = multi_head_attention(self.to_q(x), keys, values, self.heads, bias, self.kernel)
+        fused = self._fused_projection(context is None)
+        if fused is not None and context is None:  # self-attention: query, key and value in one product
+            queries, keys, values = F.linear(x, *fused).chunk(3, dim=-1)
+        else:
+            queries = self.to_q(x)
+            keys, values = self._project_context(
+                x if context is None else context, context is not None, fused
+            )
+        h = multi_head_attention(queries, keys, values, self.heads, bias, self.kernel)
         h = self.to_out[1](self.to_out[0](h))
         if spatial:
             h = h.transpose(1, 2).reshape(b, c, height, width)
@@ -138,19 +146,94 @@ class Attention(nn.Module):
             h = h + residual
         return h / self.rescale_output_factor if self.rescale_output_factor != 1 else h
 
-    def _project_context(self, context: Tensor, reusable: bool) -> tuple[Tensor, Tensor]:
-        """Keys and values of `context`; a context given apart from `x` may reuse kept ones
-        (`reuse_context_projections`)."""
+    def _project_context(
+        self, context: Tensor, reusable: bool, fused: tuple[Tensor, Tensor | None] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Keys and values of `context` (through the fused key-value weight if given); a context given
+        apart from `x` may reuse kept ones (`reuse_context_projections`)."""
         memo = _context_memo.get() if reusable else None
         if memo is None or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self.to_k(context), self.to_v(context)
+            return self._keys_values(context, fused)
         stamp = _version_stamp(self, context)
         kept = memo.get(self)
         if kept is not None and kept[0] is context and kept[1] == stamp:
             return kept[2], kept[3]
-        keys, values = self.to_k(context), self.to_v(context)
+        keys, values = self._keys_values(context, fused)
         memo[self] = (context, stamp, keys, values)
         return keys, values
+
+    def _keys_values(
+        self, context: Tensor, fused: tuple[Tensor, Tensor | None] | None
+    ) -> tuple[Tensor, Tensor]:
+        if fused is None:
+            return self.to_k(context), self.to_v(context)
+        keys, values = F.linear(context, *fused).chunk(2, dim=-1)
+        return keys, values
+
+    # ------------------------------------------------------------------ fused projections
+
+    def fuse_projections(self) -> None:
+        """One matrix product for the query, key and value of a self-attention (for the key and value
+        of a cross-attention) instead of three (two), as diffusers' `fuse_qkv_projections` does.
+
+        The fused weight is a copy of the separate ones, taken now: it is not saved with the model,
+        it follows `.to()`, and it is used only while the separate weights are unchanged and autograd
+        is off (otherwise the separate products run, so gradients reach `to_q`, `to_k`, `to_v`).
+        Results equal the separate products within float rounding.
+        """
+        layers = self._fusable()
+        with torch.no_grad():
+            weight = torch.cat([layer.weight for layer in layers])
+            bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
+        self.register_buffer("_fused_weight", weight, persistent=False)
+        self.register_buffer("_fused_bias", bias, persistent=False)
+        self._fused_from = _identities(layers)
+
+    def unfuse_projections(self) -> None:
+        """Drop the fused weight of `fuse_projections`; the separate products run again."""
+        for name in ("_fused_weight", "_fused_bias"):
+            self._buffers.pop(name, None)
+        self._fused_from = None
+
+    _fused_from: tuple | None = None
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> Attention:
+        # `.to()` converts the fused copy with the weights it came from (it may make new parameter
+        # objects): still current afterwards; `ModelMixin.to`'s CPU casts keep the objects
+        current = self._fused_projection_current()
+        super()._apply(fn, recurse)
+        if current:
+            self._fused_from = _identities(self._fusable())
+        return self
+
+    def _fusable(self) -> list[nn.Linear]:
+        names = ("to_k", "to_v") if self.is_cross_attention else ("to_q", "to_k", "to_v")
+        return [getattr(self, name) for name in names]
+
+    def _fused_projection(self, self_attention: bool) -> tuple[Tensor, Tensor | None] | None:
+        """(weight, bias) fused by `fuse_projections`, if it applies to this call and is current."""
+        if torch.is_grad_enabled() or self_attention == self.is_cross_attention:
+            return None
+        if not self._fused_projection_current():
+            return None
+        return self._buffers["_fused_weight"], self._buffers["_fused_bias"]
+
+    def _fused_projection_current(self) -> bool:
+        """Whether a fused copy exists and its weights are unchanged since (a weight replaced, written
+        or cast without it makes the copy stale)."""
+        if self._fused_from is None:
+            return False
+        layers = self._fusable()
+        weight = self._buffers["_fused_weight"]
+        same_kind = (weight.dtype, weight.device) == (layers[0].weight.dtype, layers[0].weight.device)
+        return same_kind and _identities(layers) == self._fused_from
+
+
+def _identities(layers: list[nn.Linear]) -> tuple:
+    """Which parameters the layers hold, with their write counts (None for inference tensors)."""
+    return tuple(
+        (id(p), None if p.is_inference() else p._version) for layer in layers for p in layer.parameters()
+    )
 
 
 # Names of attention weights written by diffusers < 0.14 (old VAEs, DDPM UNets) → current names.

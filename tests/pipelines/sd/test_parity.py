@@ -329,6 +329,7 @@ SWITCHES = [
     "set_attention_slice", "enable_xformers_memory_efficient_attention",
     "disable_xformers_memory_efficient_attention", "enable_model_cpu_offload",
     "enable_sequential_cpu_offload", "remove_all_hooks", "reset_device_map", "maybe_free_model_hooks",
+    "fuse_qkv_projections", "unfuse_qkv_projections",
 ]  # fmt: skip
 
 
@@ -357,3 +358,16 @@ def test_attention_slicing_and_xformers_switches(sd_folder):
     expected, actual = _both((theirs, ours), prompt=PROMPT)
     np.testing.assert_array_equal(actual, plain)
     assert_images_close(expected, actual)
+
+
+def test_fused_qkv_projections_match_diffusers(sd_folder):
+    theirs, ours = quiet(
+        diffusers.StableDiffusionPipeline.from_pretrained(sd_folder),
+        sfumato.StableDiffusionPipeline.from_pretrained(sd_folder),
+    )
+    for pipe in (theirs, ours):
+        pipe.fuse_qkv_projections()
+    assert_images_close(*_both((theirs, ours), prompt=PROMPT))
+    ours.unfuse_qkv_projections(unet=True, vae=True)
+    theirs.unfuse_qkv_projections()
+    assert_images_close(*_both((theirs, ours), prompt=PROMPT))
