@@ -181,7 +181,7 @@ class Attention(nn.Module):
         is off (otherwise the separate products run, so gradients reach `to_q`, `to_k`, `to_v`).
         Results equal the separate products within float rounding.
         """
-        layers = self._fusable()
+        layers = self.fused_layers()
         with torch.no_grad():
             weight = torch.cat([layer.weight for layer in layers])
             bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
@@ -203,10 +203,11 @@ class Attention(nn.Module):
         current = self._fused_projection_current()
         super()._apply(fn, recurse)
         if current:
-            self._fused_from = _identities(self._fusable())
+            self._fused_from = _identities(self.fused_layers())
         return self
 
-    def _fusable(self) -> list[nn.Linear]:
+    def fused_layers(self) -> list[nn.Linear]:
+        """The projections `fuse_projections` joins: query, key and value, or key and value for cross-attention."""
         names = ("to_k", "to_v") if self.is_cross_attention else ("to_q", "to_k", "to_v")
         return [getattr(self, name) for name in names]
 
@@ -223,7 +224,7 @@ class Attention(nn.Module):
         or cast without it makes the copy stale)."""
         if self._fused_from is None:
             return False
-        layers = self._fusable()
+        layers = self.fused_layers()
         weight = self._buffers["_fused_weight"]
         same_kind = (weight.dtype, weight.device) == (layers[0].weight.dtype, layers[0].weight.device)
         return same_kind and _identities(layers) == self._fused_from
