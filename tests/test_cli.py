@@ -34,6 +34,10 @@ def run_cli(capsys, *argv):
         (["--image", "missing.png"], "--image missing.png: no such file"),
         (["--mask", "m.png"], "--mask needs --image"),
         (["--strength", "1.5"], "--strength must be in (0, 1]"),
+        (
+            ["--freeu", "0.9", "0.2", "0", "1.6"],
+            "--freeu factors must be positive (S1 S2 B1 B2), got 0.9 0.2 0.0 1.6",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, pipeline_folder, extra, message, monkeypatch):

@@ -175,3 +175,33 @@ def test_quiet_bundled_model_run_imports_no_transformers(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[] 1", out.stdout + out.stderr
     assert len(list(tmp_path.glob("*.png"))) == 1
+
+
+def test_freeu_is_applied_and_recorded(tmp_path, capsys, sd_model):
+    import sfumato
+    from pipelines.sd.components import quiet
+
+    runs = {}
+    for name, extra in (("plain", []), ("freeu", ["--freeu", "0.9", "0.2", "1.5", "1.6"])):
+        code, paths, err = generate(
+            capsys, sd_model, "--output", str(tmp_path / f"{name}.png"), "--seed", "5", *extra
+        )
+        assert code == 0, err
+        with Image.open(paths[0]) as image:
+            runs[name] = (
+                np.asarray(image.convert("RGB")),
+                image.text["parameters"],
+                json.loads(image.text["sfumato"]),
+            )
+    pixels, text, details = runs["freeu"]
+    assert infotext.parse(text)["FreeU"] == "0.9, 0.2, 1.5, 1.6"
+    assert details["freeu"] == {"s1": 0.9, "s2": 0.2, "b1": 1.5, "b2": 1.6}
+    assert "FreeU" not in infotext.parse(runs["plain"][1])
+    assert np.abs(pixels.astype(int) - runs["plain"][0].astype(int)).max() > 2  # FreeU changed the image
+    # what the library gives with the same seed and FreeU
+    (pipe,) = quiet(sfumato.StableDiffusionPipeline.from_pretrained(sd_model))
+    pipe.enable_freeu(s1=0.9, s2=0.2, b1=1.5, b2=1.6)
+    expected = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(5)).images[
+        0
+    ]
+    assert np.abs(np.asarray(expected).astype(int) - pixels.astype(int)).max() <= 1

@@ -45,6 +45,14 @@ def add_parser(commands: Any) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
     p.add_argument(
+        "--freeu",
+        nargs=4,
+        type=float,
+        metavar=("S1", "S2", "B1", "B2"),
+        help="FreeU's skip (s) and backbone (b) factors for the first two up stages, e.g. 0.9 0.2 1.5 1.6 "
+        "for SD1.5, 0.6 0.4 1.1 1.2 for SDXL",
+    )
+    p.add_argument(
         "--packed-cache",
         nargs="?",
         const=True,
@@ -90,6 +98,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         path = getattr(args, flag)
         if path is not None:
             _check_image_file(path, flag)
+    if args.freeu and min(args.freeu) <= 0:
+        raise UsageError(
+            f"--freeu factors must be positive (S1 S2 B1 B2), got {' '.join(map(str, args.freeu))}"
+        )
     if args.scheduler:
         from ..schedulers import from_name
 
@@ -151,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             height=image.height,
             model=Path(model).name if Path(model).exists() else model,
             denoising_strength=args.strength if args.image else None,
+            extra={"FreeU": ", ".join(f"{f:g}" for f in args.freeu)} if args.freeu else None,
         )
         details = {
             "model": model,
@@ -160,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
             "prompt": args.prompt,
             "negative_prompt": args.negative_prompt,
         }
+        if args.freeu:
+            details["freeu"] = dict(zip(("s1", "s2", "b1", "b2"), args.freeu))
         write_png(image, path, text, details, args.overwrite)
         print(path)
     return 0
@@ -193,6 +208,9 @@ def _load(model: str, args: argparse.Namespace) -> Any:
 
         pipe.scheduler = from_name(args.scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=args.quiet, file=sys.stderr)
+    if args.freeu:
+        s1, s2, b1, b2 = args.freeu
+        pipe.enable_freeu(s1=s1, s2=s2, b1=b1, b2=b2)
     pipe.to(args.device)
     return pipe.optimize("fast" if args.dtype == "fast" else "exact", packed_cache=args.packed_cache)
 
