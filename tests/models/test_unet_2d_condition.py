@@ -578,3 +578,33 @@ def test_fused_projections_follow_casts_and_go_stale_on_writes(make_seeded, asse
     calls.clear()
     model(**kw64).sample.square().mean().backward()  # with autograd the separate weights run
     assert attn.to_q.weight.grad is not None and any(c.endswith("to_v") for c in calls)
+
+
+MODEL_SWITCHES = [
+    "set_attention_slice", "enable_xformers_memory_efficient_attention",
+    "disable_xformers_memory_efficient_attention", "set_default_attn_processor", "get_memory_footprint",
+    "fuse_qkv_projections", "unfuse_qkv_projections", "enable_freeu", "disable_freeu",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", MODEL_SWITCHES)
+def test_model_switches_take_diffusers_arguments(name):
+    def parameters(cls):
+        return [(p.name, p.default) for p in inspect.signature(getattr(cls, name)).parameters.values()]
+
+    assert parameters(UNet2DConditionModel) == parameters(diffusers.UNet2DConditionModel)
+
+
+def test_attention_switches_change_nothing_and_footprint_matches(make_seeded):
+    config = CONFIGS["sd15"]
+    ref, model = seeded_pair(make_seeded, config)
+    kw = inputs(config)
+    plain = run(model, kw)
+    model.set_attention_slice("max")
+    model.enable_xformers_memory_efficient_attention()
+    model.set_default_attn_processor()
+    assert torch.equal(run(model, kw), plain)
+    with pytest.raises(ValueError, match="slice_size must be"):
+        model.set_attention_slice("half")
+    assert model.get_memory_footprint(return_buffers=False) == ref.get_memory_footprint(return_buffers=False)
+    assert model.get_memory_footprint() >= model.get_memory_footprint(return_buffers=False)

@@ -252,4 +252,9 @@ def test_sequential_offload_and_hooks_on_a_cpu_only_machine(pipe, caplog):
     assert pipe._execution_device == torch.device("cpu")
     pipe.remove_all_hooks()
     pipe.reset_device_map()
-    assert pipe.device == torch.device("cpu")
+    assert pipe.device == torch.device("cpu") and pipe.hf_device_map is None
+
+
+def test_name_or_path_is_the_loaded_folder(pipe, saved):
+    assert pipe.name_or_path is None
+    assert TextPipe.from_pretrained(saved).name_or_path == str(saved)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -96,6 +97,31 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
             for p in self.parameters()
             if (p.requires_grad or not only_trainable) and id(p) not in skip
         )
+
+    # ------------------------------------------------------------------ diffusers' attention switches
+
+    def set_attention_slice(self, slice_size: str | int | Sequence[int] | None = "auto") -> None:
+        """Accepted for diffusers compatibility: the size is checked, and attention, which runs in
+        bounded memory here, is unchanged (`DiffusionPipeline.enable_attention_slicing`)."""
+        from ..nn.attention import check_slice_size
+
+        check_slice_size(slice_size)
+
+    def enable_xformers_memory_efficient_attention(self, attention_op: Callable | None = None) -> None:
+        """Accepted for diffusers compatibility: attention already runs through PyTorch's
+        memory-efficient kernels (SDPA), which need no xformers; `attention_op` is not used."""
+
+    def disable_xformers_memory_efficient_attention(self) -> None:
+        """Kept for diffusers compatibility (see `enable_xformers_memory_efficient_attention`)."""
+
+    def set_default_attn_processor(self) -> None:
+        """Kept for diffusers compatibility: sfumato's attention has no processors to reset. Its kernel
+        is SDPA unless `pipe.optimize()` chose a faster one on this CPU (`runtime.attention`)."""
+
+    def get_memory_footprint(self, return_buffers: bool = True) -> int:
+        """Bytes held by the parameters (and buffers), as diffusers and transformers count them."""
+        tensors = [*self.parameters(), *(self.buffers() if return_buffers else ())]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     # ------------------------------------------------------------------ fused attention projections
 

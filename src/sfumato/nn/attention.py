@@ -36,6 +36,21 @@ def multi_head_attention(
     return out.transpose(1, 2).reshape(b, -1, heads * out.shape[-1])  # (B, N, h*d)
 
 
+def check_slice_size(slice_size: object) -> None:
+    """The forms diffusers' `set_attention_slice` takes: "auto", "max", heads per slice (one int, or one
+    per attention layer), or None. sfumato's attention runs in bounded memory without slicing, so
+    the size is only checked (see `DiffusionPipeline.enable_attention_slicing`)."""
+    sizes = slice_size if isinstance(slice_size, (list, tuple)) else [slice_size]
+    if slice_size in ("auto", "max", None) or (
+        sizes and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes)
+    ):
+        return
+    raise ValueError(
+        f"slice_size must be 'auto', 'max', a positive int (heads per slice), a list of those per "
+        f"attention layer, or None; got {slice_size!r}"
+    )
+
+
 def mask_to_bias(mask: Tensor | None, dtype, key_len: int) -> Tensor | None:
     """A (B, M) keep-mask or (B, 1, M) bias → a (B, 1, 1, M) additive bias (discarded keys get -10000)."""
     if mask is None:

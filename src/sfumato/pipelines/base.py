@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .. import registry
 from ..config import ConfigMixin, read_config_file
 from ..hub import resolve_folder
+from ..nn.attention import check_slice_size
 from ..runtime.cpu import fast_dtype
 from ..runtime.dtypes import resolve_dtype, warn_if_slow
 from .denoise import accepted_kwargs
@@ -234,6 +235,16 @@ class DiffusionPipeline(ConfigMixin):
             remove_hook_from_module(module, recurse=True)
         object.__setattr__(self, "_offload_device", None)
 
+    @property
+    def name_or_path(self) -> str | None:
+        """The Hub id or folder this pipeline was loaded from (None if built in code)."""
+        return self.config.get("_name_or_path")
+
+    @property
+    def hf_device_map(self) -> None:
+        """Always None: sfumato places no component by a device map."""
+        return None
+
     def reset_device_map(self) -> None:
         """Kept for diffusers compatibility: sfumato loads no component by a device map, so there is none to reset."""
 
@@ -253,15 +264,7 @@ class DiffusionPipeline(ConfigMixin):
 
     def set_attention_slice(self, slice_size: str | int | Sequence[int] | None) -> None:
         """See `enable_attention_slicing`."""
-        sizes = slice_size if isinstance(slice_size, (list, tuple)) else [slice_size]
-        if slice_size in ("auto", "max", None) or (
-            sizes and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes)
-        ):
-            return
-        raise ValueError(
-            f"slice_size must be 'auto', 'max', a positive int (heads per slice), a list of those per "
-            f"attention layer, or None; got {slice_size!r}"
-        )
+        check_slice_size(slice_size)
 
     def enable_xformers_memory_efficient_attention(self, attention_op: Callable | None = None) -> None:
         """Accepted for diffusers compatibility: sfumato's attention is already memory-efficient
