@@ -208,6 +208,11 @@ class StableDiffusionBase(DiffusionPipeline):
             raise ValueError("this pipeline has no UNet, so FreeU has nothing to apply to")
         self.unet.enable_freeu(s1=s1, s2=s2, b1=b1, b2=b2)
 
+    def disable_freeu(self) -> None:
+        """Undo `enable_freeu`."""
+        if getattr(self, "unet", None) is not None:
+            self.unet.disable_freeu()
+
     def fuse_qkv_projections(self, unet: bool = True, vae: bool = True) -> None:
         """Each attention's query, key and value projections as one matrix product, in the UNet and/or
         the VAE (`ModelMixin.fuse_qkv_projections`); results equal within float rounding."""
@@ -222,11 +227,6 @@ class StableDiffusionBase(DiffusionPipeline):
     def _qkv_models(self, unet: bool, vae: bool) -> list[Any]:
         chosen = [getattr(self, name, None) for name, wanted in (("unet", unet), ("vae", vae)) if wanted]
         return [model for model in chosen if model is not None]
-
-    def disable_freeu(self) -> None:
-        """Undo `enable_freeu`."""
-        if getattr(self, "unet", None) is not None:
-            self.unet.disable_freeu()
 
     def encode_vae(self, image: Tensor, generator: Generator) -> Tensor:
         """Images in [-1, 1] -> scaled latents sampled from the VAE posterior (one generator per row if a list).
