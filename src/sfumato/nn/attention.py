@@ -90,9 +90,15 @@ def reuse_context_projections() -> Iterator[None]:
 
 
 def _version_stamp(module: nn.Module, context: Tensor) -> tuple:
-    """What must be unchanged for kept keys and values to hold: the context's and the weights' versions."""
-    tensors = (context, *module.to_k.parameters(), *module.to_v.parameters())
-    return tuple(None if t.is_inference() else t._version for t in tensors)
+    """What must be unchanged for kept keys and values to hold: the context's version and the weights'."""
+    return (None if context.is_inference() else context._version, _identities([module.to_k, module.to_v]))
+
+
+def _identities(layers: list[nn.Linear]) -> tuple:
+    """Which parameters the layers hold, with their write counts (None for inference tensors)."""
+    return tuple(
+        (id(p), None if p.is_inference() else p._version) for layer in layers for p in layer.parameters()
+    )
 
 
 class Attention(nn.Module):
@@ -243,13 +249,6 @@ class Attention(nn.Module):
         weight = self._buffers["_fused_weight"]
         same_kind = (weight.dtype, weight.device) == (layers[0].weight.dtype, layers[0].weight.device)
         return same_kind and _identities(layers) == self._fused_from
-
-
-def _identities(layers: list[nn.Linear]) -> tuple:
-    """Which parameters the layers hold, with their write counts (None for inference tensors)."""
-    return tuple(
-        (id(p), None if p.is_inference() else p._version) for layer in layers for p in layer.parameters()
-    )
 
 
 # Names of attention weights written by diffusers < 0.14 (old VAEs, DDPM UNets) → current names.

@@ -191,14 +191,11 @@ class DiffusionPipeline(ConfigMixin):
         self, gpu_id: int | None = None, device: torch.device | str | None = None
     ) -> None:
         """Keep each model on the CPU until it runs (needs an accelerator; a no-op with a note on CPU-only machines)."""
-        if device is None and not torch.cuda.is_available():
-            logger.warning(
-                "enable_model_cpu_offload: no GPU found, so the pipeline already runs on the CPU; nothing to do"
-            )
+        target = _offload_target("enable_model_cpu_offload", gpu_id, device)
+        if target is None:
             return
         from accelerate import cpu_offload_with_hook
 
-        target = torch.device(device or f"cuda:{gpu_id or 0}")
         order = (self.model_cpu_offload_seq or "").split("->")
         modules = [getattr(self, n, None) for n in order] or self._modules()
         hook = None
@@ -212,14 +209,11 @@ class DiffusionPipeline(ConfigMixin):
     ) -> None:
         """Keep every weight on the CPU and move each layer to the accelerator only while it runs
         (accelerate's `cpu_offload`; needs an accelerator, a no-op with a note on CPU-only machines)."""
-        if device is None and not torch.cuda.is_available():
-            logger.warning(
-                "enable_sequential_cpu_offload: no GPU found, so the pipeline already runs on the CPU; nothing to do"
-            )
+        target = _offload_target("enable_sequential_cpu_offload", gpu_id, device)
+        if target is None:
             return
         from accelerate import cpu_offload
 
-        target = torch.device(device or f"cuda:{gpu_id or 0}")
         for module in self._modules():
             module.to("cpu")
             cpu_offload(module, target, offload_buffers=len(module._parameters) > 0)
@@ -391,6 +385,16 @@ _NO_OP_OPTIONS = {
     "output_loading_info": False,
 }
 _UNSUPPORTED_OPTIONS = ("custom_pipeline", "custom_revision", "trust_remote_code", "device_map", "provider")
+
+
+def _offload_target(
+    switch: str, gpu_id: int | None, device: torch.device | str | None
+) -> torch.device | None:
+    """The accelerator an offload switch moves layers to; None, with a note, on a CPU-only machine."""
+    if device is None and not torch.cuda.is_available():
+        logger.warning("%s: no GPU found, so the pipeline already runs on the CPU; nothing to do", switch)
+        return None
+    return torch.device(device or f"cuda:{gpu_id or 0}")
 
 
 def _drop_loader_options(
