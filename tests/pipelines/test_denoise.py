@@ -259,7 +259,16 @@ def test_strength_closed_form_and_errors(caplog):
     assert steps == 3 and timesteps.tolist() == scheduler.timesteps[7:].tolist()
     assert scheduler.begin_index == 7
     timesteps, steps = denoise.strength_timesteps(_ddim(2), 2, 0.1)
-    assert steps == 0 and len(timesteps) == 0 and "runs no denoising step" in caplog.text
+    assert steps == 0 and len(timesteps) == 0 and "leaves no denoising step" in caplog.text
+    assert "raise `strength` or `num_inference_steps`" in caplog.text
+    caplog.clear()
+    trailing = DDIMScheduler(**SD_SCHEDULER, clip_sample=False, timestep_spacing="trailing")
+    trailing.set_timesteps(2)  # 999 and 499: none below the 0.99 cut at timestep 10
+    timesteps, steps = denoise.strength_timesteps(trailing, 2, 0.3, denoising_start=0.99)
+    assert steps == 0 and len(timesteps) == 0
+    assert (
+        "denoising_start=0.99 leaves no denoising step out of num_inference_steps=2; lower it" in caplog.text
+    )
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="strength"):
             denoise.strength_timesteps(_ddim(), 5, bad)

@@ -167,12 +167,17 @@ def strength_timesteps(
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin)
     if steps == 0:
-        logger.warning(
-            "strength=%s with num_inference_steps=%d runs no denoising step; raise one of them",
-            strength,
-            num_inference_steps,
-        )
+        logger.warning("%s", no_steps_message(num_inference_steps, strength, denoising_start))
     return timesteps, steps
+
+
+def no_steps_message(num_inference_steps: int, strength: float, denoising_start: float | None = None) -> str:
+    """What to say when image-to-image's start point leaves no step to run, and how to fix it."""
+    if denoising_start is None:
+        what, fix = f"strength={strength}", "raise `strength` or `num_inference_steps`"
+    else:
+        what, fix = f"denoising_start={denoising_start}", "lower it or raise `num_inference_steps`"
+    return f"{what} leaves no denoising step out of num_inference_steps={num_inference_steps}; {fix}"
 
 
 def denoising_end_timesteps(scheduler: Any, timesteps: Tensor, denoising_end: float | None) -> Tensor:

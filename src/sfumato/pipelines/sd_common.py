@@ -138,6 +138,18 @@ class StableDiffusionBase(DiffusionPipeline):
         return self._guidance_scale
 
     @property
+    def guidance_rescale(self) -> float:
+        return getattr(self, "_guidance_rescale", 0.0)
+
+    @property
+    def clip_skip(self) -> int | None:
+        return getattr(self, "_clip_skip", None)
+
+    @property
+    def cross_attention_kwargs(self) -> dict[str, Any] | None:
+        return getattr(self, "_cross_attention_kwargs", None)
+
+    @property
     def do_classifier_free_guidance(self) -> bool:
         return self._guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
 
@@ -183,9 +195,21 @@ class StableDiffusionBase(DiffusionPipeline):
                 f"got {unknown}"
             )
 
-    def start_call(self, guidance_scale: float, guidance_rescale: float = 0.0) -> ClassifierFreeGuidance:
-        """Record call state diffusers exposes as properties (`guidance_scale`, `interrupt`); build CFG."""
-        self._guidance_scale = guidance_scale
+    def start_call(
+        self,
+        guidance_scale: float,
+        guidance_rescale: float = 0.0,
+        *,
+        clip_skip: int | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        denoising_start: float | None = None,
+        denoising_end: float | None = None,
+    ) -> ClassifierFreeGuidance:
+        """Record the call's settings that diffusers shows callbacks as properties (`pipe.guidance_scale`,
+        `pipe.clip_skip`, `pipe.interrupt`, ...); build CFG."""
+        self._guidance_scale, self._guidance_rescale = guidance_scale, guidance_rescale
+        self._clip_skip, self._cross_attention_kwargs = clip_skip, cross_attention_kwargs
+        self._denoising_start, self._denoising_end = denoising_start, denoising_end
         self._interrupt = False
         self.check_compute_dtype(stacklevel=5)  # before any model runs; frames: start_call, __call__, no_grad
         enabled = self.unet.config.time_cond_proj_dim is None

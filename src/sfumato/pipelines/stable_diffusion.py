@@ -129,7 +129,12 @@ class StableDiffusionPipeline(StableDiffusionBase):
         )  # fmt: skip
         batch = self.check_text2img(prompt, prompt_embeds) * num_images_per_prompt
         check_generators(generator, batch)
-        guidance = self.start_call(guidance_scale, guidance_rescale)
+        guidance = self.start_call(
+            guidance_scale,
+            guidance_rescale,
+            clip_skip=clip_skip,
+            cross_attention_kwargs=cross_attention_kwargs,
+        )
         device = self._execution_device
         embeds = self._encode(
             prompt, device, num_images_per_prompt, guidance.active, negative_prompt,

@@ -86,7 +86,12 @@ class StableDiffusionImg2ImgPipeline(StableDiffusionPipeline):
         batch = self.check_text2img(prompt, prompt_embeds) * num_images_per_prompt
         check_generators(generator, batch)
         pixels = preprocess_image(image, vae_scale_factor=self.vae_scale_factor, latent_channels=4)
-        guidance = self.start_call(guidance_scale, guidance_rescale)
+        guidance = self.start_call(
+            guidance_scale,
+            guidance_rescale,
+            clip_skip=clip_skip,
+            cross_attention_kwargs=cross_attention_kwargs,
+        )
         device = self._execution_device
         embeds = self._encode(
             prompt, device, num_images_per_prompt, guidance.active, negative_prompt,

@@ -14,7 +14,16 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .denoise import Generator, Inpainting, StepCallback, randn_tensor, run, set_timesteps, strength_timesteps
+from .denoise import (
+    Generator,
+    Inpainting,
+    StepCallback,
+    no_steps_message,
+    randn_tensor,
+    run,
+    set_timesteps,
+    strength_timesteps,
+)
 from .images import (
     OutputType,
     PipelineImageInput,
@@ -169,7 +178,12 @@ class StableDiffusionInpaintPipeline(InpaintMixin, StableDiffusionPipeline):
         pixels = preprocess_image(image, height, width, vae_scale_factor=self.vae_scale_factor).float()
         mask = preprocess_mask(mask_image, height, width, vae_scale_factor=self.vae_scale_factor)
         check_batch_matches(pixels, mask)
-        guidance = self.start_call(guidance_scale, guidance_rescale)
+        guidance = self.start_call(
+            guidance_scale,
+            guidance_rescale,
+            clip_skip=clip_skip,
+            cross_attention_kwargs=cross_attention_kwargs,
+        )
         device = self._execution_device
         embeds = self._encode(
             prompt, device, num_images_per_prompt, guidance.active, negative_prompt,
@@ -178,10 +192,7 @@ class StableDiffusionInpaintPipeline(InpaintMixin, StableDiffusionPipeline):
         _, n = set_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
         steps, n = strength_timesteps(self.scheduler, n, strength)
         if n < 1:
-            raise ValueError(
-                f"strength={strength} leaves {n} denoising steps out of {num_inference_steps}; "
-                "raise `strength` or `num_inference_steps`"
-            )
+            raise ValueError(no_steps_message(num_inference_steps, strength))
         self._num_timesteps = len(steps)
         dtype = embeds.prompt_embeds.dtype
         latents, inpainting = self.inpaint_latents(

@@ -14,7 +14,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .denoise import Conditioning, Generator, StepCallback, prepare_latents, run, set_timesteps
+from .denoise import (
+    Conditioning,
+    Generator,
+    StepCallback,
+    denoising_end_timesteps,
+    prepare_latents,
+    run,
+    set_timesteps,
+)
 from .guidance import ClassifierFreeGuidance, cat_for_cfg
 from .images import OutputType, postprocess
 from .outputs import BaseOutput, Images, finish
@@ -45,15 +53,6 @@ def check_denoising(denoising_start: float | None, denoising_end: float | None) 
         raise ValueError(
             f"`denoising_start` ({denoising_start}) must be below `denoising_end` ({denoising_end})"
         )
-
-
-def cut_at_denoising_end(scheduler: Any, timesteps: Tensor, denoising_end: float | None) -> Tensor:
-    """Ensemble of experts: keep the timesteps above the `denoising_end` fraction of the noise schedule."""
-    if denoising_end is None:
-        return timesteps
-    train = scheduler.config.num_train_timesteps
-    cutoff = int(round(train - denoising_end * train))
-    return timesteps[: int((timesteps >= cutoff).sum())]
 
 
 class StableDiffusionXLPipeline(StableDiffusionBase):
@@ -91,6 +90,10 @@ class StableDiffusionXLPipeline(StableDiffusionBase):
             tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, image_encoder=image_encoder,
             feature_extractor=feature_extractor,
         )  # fmt: skip
+
+    @property
+    def denoising_end(self) -> float | None:
+        return getattr(self, "_denoising_end", None)
 
     def text_dtype(self) -> torch.dtype:
         encoder = getattr(self, "text_encoder_2", None) or getattr(self, "text_encoder", None)
@@ -269,7 +272,10 @@ class StableDiffusionXLPipeline(StableDiffusionBase):
         check_fraction(denoising_end, "denoising_end")
         batch = batch_size_of(prompt, prompt_embeds) * num_images_per_prompt
         check_generators(generator, batch)
-        guidance = self.start_call(guidance_scale, guidance_rescale)
+        guidance = self.start_call(
+            guidance_scale, guidance_rescale, clip_skip=clip_skip,
+            cross_attention_kwargs=cross_attention_kwargs, denoising_end=denoising_end,
+        )  # fmt: skip
         device = self._execution_device
         embeds = self.encode_sdxl(
             guidance, num_images_per_prompt, prompt=prompt, prompt_2=prompt_2, negative_prompt=negative_prompt,
@@ -286,7 +292,7 @@ class StableDiffusionXLPipeline(StableDiffusionBase):
             embeds, (height, width), dtype, original_size, crops_coords_top_left, target_size,
             negative_original_size, negative_crops_coords_top_left, negative_target_size,
         )  # fmt: skip
-        steps = cut_at_denoising_end(self.scheduler, steps, denoising_end)
+        steps = denoising_end_timesteps(self.scheduler, steps, denoising_end)
         self._num_timesteps = len(steps)
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)

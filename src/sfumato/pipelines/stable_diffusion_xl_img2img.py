@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .denoise import Generator, StepCallback, run, set_timesteps, strength_timesteps
+from .denoise import Generator, StepCallback, denoising_end_timesteps, run, set_timesteps, strength_timesteps
 from .images import OutputType, PipelineImageInput, preprocess_image
 from .sd_common import check_generators, check_strength_positive
 from .stable_diffusion_img2img import image_latents
@@ -23,22 +23,8 @@ from .stable_diffusion_xl import (
     StableDiffusionXLPipeline,
     StableDiffusionXLPipelineOutput,
     check_denoising,
-    cut_at_denoising_end,
 )
 from .text import Prompt, PromptEmbeds, batch_size_of
-
-
-def start_at_denoising_start(scheduler: Any, denoising_start: float) -> tuple[Tensor, int]:
-    """The timesteps below the `denoising_start` fraction of the noise schedule (the second expert's part)."""
-    train = scheduler.config.num_train_timesteps
-    cutoff = int(round(train - denoising_start * train))
-    n = int((scheduler.timesteps < cutoff).sum())
-    if scheduler.order == 2 and n % 2 == 0:
-        n += 1  # 2nd-order schedulers: start on a first-order (full) step
-    begin = len(scheduler.timesteps) - n
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(begin)
-    return scheduler.timesteps[begin:], n
 
 
 class StableDiffusionXLImg2ImgPipeline(StableDiffusionXLPipeline):
@@ -64,6 +50,10 @@ class StableDiffusionXLImg2ImgPipeline(StableDiffusionXLPipeline):
             vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, unet, scheduler, image_encoder,
             feature_extractor, force_zeros_for_empty_prompt, add_watermarker,
         )  # fmt: skip
+
+    @property
+    def denoising_start(self) -> float | None:
+        return getattr(self, "_denoising_start", None)
 
     def micro_conditioning(
         self, embeds: PromptEmbeds, size: Size, sizes: dict[str, Any], dtype: torch.dtype
@@ -162,7 +152,10 @@ class StableDiffusionXLImg2ImgPipeline(StableDiffusionXLPipeline):
         check_denoising(denoising_start, denoising_end)
         batch = batch_size_of(prompt, prompt_embeds) * num_images_per_prompt
         check_generators(generator, batch)
-        guidance = self.start_call(guidance_scale, guidance_rescale)
+        guidance = self.start_call(
+            guidance_scale, guidance_rescale, clip_skip=clip_skip, cross_attention_kwargs=cross_attention_kwargs,
+            denoising_start=denoising_start, denoising_end=denoising_end,
+        )  # fmt: skip
         device = self._execution_device
         embeds = self.encode_sdxl(
             guidance, num_images_per_prompt, prompt=prompt, prompt_2=prompt_2, negative_prompt=negative_prompt,
@@ -171,16 +164,13 @@ class StableDiffusionXLImg2ImgPipeline(StableDiffusionXLPipeline):
             negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, clip_skip=clip_skip,
         )  # fmt: skip
         _, n = set_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
-        if denoising_start is None:
-            steps, _ = strength_timesteps(self.scheduler, n, strength)
-        else:
-            steps, _ = start_at_denoising_start(self.scheduler, denoising_start)
+        steps, _ = strength_timesteps(self.scheduler, n, strength, denoising_start)
         if latents is None:
             latents = self.start_latents(image, steps, batch, denoising_start is None, generator)
         f = self.vae_scale_factor
         size = (latents.shape[-2] * f, latents.shape[-1] * f)
         ids, negative_ids = self.micro_conditioning(embeds, size, sizes, embeds.prompt_embeds.dtype)
-        steps = cut_at_denoising_end(self.scheduler, steps, denoising_end)
+        steps = denoising_end_timesteps(self.scheduler, steps, denoising_end)
         self._num_timesteps = len(steps)
         latents = run(
             self.unet, self.scheduler, latents, steps,

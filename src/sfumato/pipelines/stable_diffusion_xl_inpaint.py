@@ -12,7 +12,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .denoise import Generator, StepCallback, run, set_timesteps, strength_timesteps
+from .denoise import (
+    Generator,
+    StepCallback,
+    denoising_end_timesteps,
+    no_steps_message,
+    run,
+    set_timesteps,
+    strength_timesteps,
+)
 from .images import (
     OutputType,
     PipelineImageInput,
@@ -23,8 +31,8 @@ from .images import (
 )
 from .sd_common import check_generators
 from .stable_diffusion_inpaint import InpaintMixin
-from .stable_diffusion_xl import Size, StableDiffusionXLPipelineOutput, check_denoising, cut_at_denoising_end
-from .stable_diffusion_xl_img2img import StableDiffusionXLImg2ImgPipeline, start_at_denoising_start
+from .stable_diffusion_xl import Size, StableDiffusionXLPipelineOutput, check_denoising
+from .stable_diffusion_xl_img2img import StableDiffusionXLImg2ImgPipeline
 from .text import Prompt, batch_size_of
 
 
@@ -36,15 +44,10 @@ class StableDiffusionXLInpaintPipeline(InpaintMixin, StableDiffusionXLImg2ImgPip
     )  # fmt: skip
 
     def inpaint_timesteps(self, n: int, strength: float, denoising_start: float | None) -> tuple[Tensor, int]:
-        if denoising_start is None:
-            steps, n = strength_timesteps(self.scheduler, n, strength)
-        else:
-            steps, n = start_at_denoising_start(self.scheduler, denoising_start)
-        if n < 1:
-            raise ValueError(
-                f"strength={strength} leaves {n} denoising steps; raise `strength` or `num_inference_steps`"
-            )
-        return steps, n
+        steps, count = strength_timesteps(self.scheduler, n, strength, denoising_start)
+        if count < 1:
+            raise ValueError(no_steps_message(n, strength, denoising_start))
+        return steps, count
 
     @torch.no_grad()
     def __call__(
@@ -111,7 +114,10 @@ class StableDiffusionXLInpaintPipeline(InpaintMixin, StableDiffusionXLImg2ImgPip
         pixels = preprocess_image(image, height, width, vae_scale_factor=self.vae_scale_factor).float()
         mask = preprocess_mask(mask_image, height, width, vae_scale_factor=self.vae_scale_factor)
         check_batch_matches(pixels, mask)
-        guidance = self.start_call(guidance_scale, guidance_rescale)
+        guidance = self.start_call(
+            guidance_scale, guidance_rescale, clip_skip=clip_skip, cross_attention_kwargs=cross_attention_kwargs,
+            denoising_start=denoising_start, denoising_end=denoising_end,
+        )  # fmt: skip
         embeds = self.encode_sdxl(
             guidance, num_images_per_prompt, prompt=prompt, prompt_2=prompt_2, negative_prompt=negative_prompt,
             negative_prompt_2=negative_prompt_2, prompt_embeds=prompt_embeds,
@@ -129,7 +135,7 @@ class StableDiffusionXLInpaintPipeline(InpaintMixin, StableDiffusionXLImg2ImgPip
         ids, negative_ids = self.micro_conditioning(
             embeds, (latents.shape[-2] * f, latents.shape[-1] * f), sizes, dtype
         )
-        steps = cut_at_denoising_end(self.scheduler, steps, denoising_end)
+        steps = denoising_end_timesteps(self.scheduler, steps, denoising_end)
         self._num_timesteps = len(steps)
         latents = run(
             self.unet, self.scheduler, latents, steps,

@@ -85,7 +85,9 @@ def test_inpaint_needs_a_mask(pipes):
 
 
 def test_inpaint_strength_leaving_no_step(pipes):
-    with pytest.raises(ValueError, match=r"strength=0.1 leaves 0 denoising steps out of 2"):
+    with pytest.raises(
+        ValueError, match=r"strength=0.1 leaves no denoising step out of num_inference_steps=2"
+    ):
         pipes[2](PROMPT, image=make_image(), mask_image=make_mask(), strength=0.1, num_inference_steps=2)
 
 

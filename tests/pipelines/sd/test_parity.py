@@ -371,3 +371,36 @@ def test_fused_qkv_projections_match_diffusers(sd_folder):
     ours.unfuse_qkv_projections(unet=True, vae=True)
     theirs.unfuse_qkv_projections()
     assert_images_close(*_both((theirs, ours), prompt=PROMPT))
+
+
+CALL_PROPERTIES = [
+    "guidance_scale", "guidance_rescale", "clip_skip", "cross_attention_kwargs",
+    "do_classifier_free_guidance", "num_timesteps", "interrupt",
+]  # fmt: skip
+
+
+def test_callbacks_see_the_call_settings_as_properties(sd_pipes):
+    """Inside a callback, `pipe.guidance_rescale`, `pipe.clip_skip`, ... are this call's settings, as in diffusers."""
+    seen = {"diffusers": [], "sfumato": []}
+
+    def callback(pipe, i, t, tensors):
+        seen[type(pipe).__module__.split(".")[0]].append(
+            {name: getattr(pipe, name) for name in CALL_PROPERTIES}
+        )
+        return {}
+
+    settings = dict(
+        guidance_scale=5.0, guidance_rescale=0.3, cross_attention_kwargs={"note": 1}
+    )  # ignored by both
+    assert_images_close(*_both(sd_pipes, prompt=PROMPT, callback_on_step_end=callback, **settings))
+    assert seen["sfumato"] == seen["diffusers"]  # PNDM: 2 steps are 3 timesteps
+    assert seen["sfumato"][0] == {
+        **settings, "clip_skip": None, "do_classifier_free_guidance": True, "num_timesteps": 3, "interrupt": False
+    }  # fmt: skip
+    # diffusers' clip_skip fails on transformers 5 (test_clip_skip), so the next call is ours alone
+    ours = sd_pipes[1]
+    ours(PROMPT, num_inference_steps=2, guidance_scale=1.0, clip_skip=1, callback_on_step_end=callback)
+    assert seen["sfumato"][-1] == {
+        "guidance_scale": 1.0, "guidance_rescale": 0.0, "clip_skip": 1, "cross_attention_kwargs": None,
+        "do_classifier_free_guidance": False, "num_timesteps": 3, "interrupt": False,
+    }  # fmt: skip

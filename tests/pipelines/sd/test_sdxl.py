@@ -210,3 +210,21 @@ def test_fp16_img2img_upcasts_the_vae(sdxl_folder):
     theirs, ours = _both(pipes, prompt=PROMPT, image=make_image(), strength=0.7, num_inference_steps=3)
     assert_images_close(theirs, ours, atol=2 / 255)  # fp16 on CPU: allow one more level
     assert pipes[1].vae.dtype == torch.float16 and not np.isnan(ours).any()
+
+
+def test_callbacks_see_the_denoising_fractions_as_properties(sdxl_pipes):
+    """The refiner's callbacks read `pipe.denoising_start` / `pipe.denoising_end`, as in diffusers."""
+    names = ("denoising_start", "denoising_end", "clip_skip", "guidance_rescale", "num_timesteps")
+    seen = {"diffusers": [], "sfumato": []}
+
+    def callback(pipe, i, t, tensors):
+        seen[type(pipe).__module__.split(".")[0]].append({name: getattr(pipe, name) for name in names})
+        return {}
+
+    out = _both(
+        _img2img(sdxl_pipes), prompt=PROMPT, image=make_image(), num_inference_steps=4, denoising_start=0.5,
+        denoising_end=0.9, clip_skip=1, guidance_rescale=0.2, callback_on_step_end=callback,
+    )  # fmt: skip
+    assert_images_close(*out)
+    assert seen["sfumato"] == seen["diffusers"] and len(seen["sfumato"]) > 0
+    assert seen["sfumato"][0]["denoising_start"] == 0.5 and seen["sfumato"][0]["denoising_end"] == 0.9
