@@ -4,7 +4,8 @@
 
 `runtime.winograd_f4` transforms each weight again on every call (keeping the transformed weights,
 4x the weights, would cost memory the goals do not allow). The transform is one (36x9) @ (9 x K*C)
-product into the (36, K, C) layout the per-position products need. Prints the milliseconds of:
+product into the (36, K, C) layout the per-position products need. Prints the milliseconds (best
+of 15) of:
 - `as run`: `winograd_f4._transform`, MKL reading the weight transposed (K = 9);
 - `columns`: the same product in blocks of 16384 channel pairs, so each block's output stays in cache;
 - `natural + transpose`: (K*C x 9) @ (9 x 36), MKL's favourite shape, then one transposing copy;
@@ -15,26 +16,22 @@ Each variant's result is checked against `as run`.
 
 from __future__ import annotations
 
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from sfumato.runtime import winograd_f4
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+REPEATS = 15
 SHAPES = [(320, 320), (320, 640), (320, 960), (512, 512), (640, 640), (640, 1920)]  # (K, C)
 
 
-def median_ms(fn, repeats: int = 15) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1e3
-
-
 def row(k: int, c: int, kron_g: torch.Tensor) -> str:
+    from conv import best_ms
+
     pairs = k * c
     flat = torch.randn(k, c * 9)
     pair_rows = flat.view(pairs, 9)
@@ -56,18 +53,20 @@ def row(k: int, c: int, kron_g: torch.Tensor) -> str:
         gathered.copy_(pair_rows.T)
         torch.mm(kron_g, gathered, out=flat_out)
 
-    cells = [f"{median_ms(lambda: winograd_f4._transform(flat, kron_g, out)):.1f}"]
+    cells = [f"{best_ms(lambda: winograd_f4._transform(flat, kron_g, out), REPEATS):.1f}"]
     for variant in (columns, natural_then_transpose, gather_then_product):
-        cells.append(f"{median_ms(variant):.1f}")
+        cells.append(f"{best_ms(variant, REPEATS):.1f}")
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    cells.append(f"{median_ms(lambda: out.fill_(1.0)):.1f}")
+    cells.append(f"{best_ms(lambda: out.fill_(1.0), REPEATS):.1f}")
     return f"| {k} x {c} | {36 * pairs * 4 / 1e6:.0f} | " + " | ".join(cells) + " |"
 
 
 def main() -> None:
     torch.manual_seed(0)
     kron_g = winograd_f4._transforms_2d(torch.float32)[1]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    from speed import cpu_line
+
+    print(cpu_line())
     print("| K x C | MB out | as run | columns | natural + transpose | gather + product | fill |")
     print("|---|---|---|---|---|---|---|")
     for k, c in SHAPES:

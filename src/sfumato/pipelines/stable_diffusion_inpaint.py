@@ -189,10 +189,10 @@ class StableDiffusionInpaintPipeline(InpaintMixin, StableDiffusionPipeline):
             prompt, device, num_images_per_prompt, guidance.active, negative_prompt,
             prompt_embeds, negative_prompt_embeds, clip_skip,
         )  # fmt: skip
-        _, n = set_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
-        steps, n = strength_timesteps(self.scheduler, n, strength)
+        _, total = set_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
+        steps, n = strength_timesteps(self.scheduler, total, strength)
         if n < 1:
-            raise ValueError(no_steps_message(num_inference_steps, strength))
+            raise ValueError(no_steps_message(total, strength))
         self._num_timesteps = len(steps)
         dtype = embeds.prompt_embeds.dtype
         latents, inpainting = self.inpaint_latents(
