@@ -145,13 +145,19 @@ def _train_cutoff(scheduler: Any, fraction: float) -> int:
 
 
 def strength_timesteps(
-    scheduler: Any, num_inference_steps: int, strength: float, denoising_start: float | None = None
+    scheduler: Any,
+    num_inference_steps: int,
+    strength: float,
+    denoising_start: float | None = None,
+    *,
+    required: bool = False,
 ) -> tuple[Tensor, int]:
     """Image-to-image: skip the first `(1 - strength)` of the schedule; returns (timesteps, steps run).
 
     With `denoising_start` (SDXL refiner), start where a base model with `denoising_end` stopped
     instead; `strength` is then ignored, as in diffusers. Call after `set_timesteps`. Sets the
-    scheduler's begin index so index-based schedulers start there.
+    scheduler's begin index so index-based schedulers start there. A start that leaves no step is a
+    warning (image-to-image returns the image), or a `ValueError` with `required` (inpainting).
     """
     check_strength(strength)
     if denoising_start is None:
@@ -167,11 +173,14 @@ def strength_timesteps(
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin)
     if steps == 0:
-        logger.warning("%s", no_steps_message(num_inference_steps, strength, denoising_start))
+        message = _no_steps_message(num_inference_steps, strength, denoising_start)
+        if required:
+            raise ValueError(message)
+        logger.warning("%s", message)
     return timesteps, steps
 
 
-def no_steps_message(num_inference_steps: int, strength: float, denoising_start: float | None = None) -> str:
+def _no_steps_message(num_inference_steps: int, strength: float, denoising_start: float | None = None) -> str:
     """What to say when image-to-image's start point leaves no step to run, and how to fix it."""
     if denoising_start is None:
         what, fix = f"strength={strength}", "raise `strength` or `num_inference_steps`"

@@ -18,7 +18,6 @@ from .denoise import (
     Generator,
     Inpainting,
     StepCallback,
-    no_steps_message,
     randn_tensor,
     run,
     set_timesteps,
@@ -190,9 +189,7 @@ class StableDiffusionInpaintPipeline(InpaintMixin, StableDiffusionPipeline):
             prompt_embeds, negative_prompt_embeds, clip_skip,
         )  # fmt: skip
         _, total = set_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
-        steps, n = strength_timesteps(self.scheduler, total, strength)
-        if n < 1:
-            raise ValueError(no_steps_message(total, strength))
+        steps, _ = strength_timesteps(self.scheduler, total, strength, required=True)
         self._num_timesteps = len(steps)
         dtype = embeds.prompt_embeds.dtype
         latents, inpainting = self.inpaint_latents(

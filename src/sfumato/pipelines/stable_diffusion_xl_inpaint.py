@@ -16,7 +16,6 @@ from .denoise import (
     Generator,
     StepCallback,
     denoising_end_timesteps,
-    no_steps_message,
     run,
     set_timesteps,
     strength_timesteps,
@@ -42,12 +41,6 @@ class StableDiffusionXLInpaintPipeline(InpaintMixin, StableDiffusionXLImg2ImgPip
     _callback_tensor_inputs: ClassVar[tuple[str, ...]] = (
         "latents", "prompt_embeds", "add_text_embeds", "add_time_ids", "mask", "masked_image_latents",
     )  # fmt: skip
-
-    def inpaint_timesteps(self, n: int, strength: float, denoising_start: float | None) -> tuple[Tensor, int]:
-        steps, count = strength_timesteps(self.scheduler, n, strength, denoising_start)
-        if count < 1:
-            raise ValueError(no_steps_message(n, strength, denoising_start))
-        return steps, count
 
     @torch.no_grad()
     def __call__(
@@ -126,7 +119,7 @@ class StableDiffusionXLInpaintPipeline(InpaintMixin, StableDiffusionXLImg2ImgPip
         )  # fmt: skip
         device, dtype = self._execution_device, embeds.prompt_embeds.dtype
         _, n = set_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
-        steps, _ = self.inpaint_timesteps(n, strength, denoising_start)
+        steps, _ = strength_timesteps(self.scheduler, n, strength, denoising_start, required=True)
         latents, inpainting = self.inpaint_latents(
             pixels.to(device=device, dtype=dtype), mask.to(device=device, dtype=dtype), masked_image_latents,
             steps[:1].repeat(batch), strength == 1.0, batch, generator, latents, add_noise=denoising_start is None,

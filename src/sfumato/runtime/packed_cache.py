@@ -62,10 +62,10 @@ _FORMAT = 2  # 2: part offsets counted from the first page after the header
 _ON, _OFF = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 _WRITING = "writing-"  # an entry being written: `{_WRITING}*.tmp`, renamed to `{key}.packed` when whole
 _STALE_SECONDS = 600  # a file being written older than this was left by a process that died writing it
-_SPARE_BYTES = 1 << 30
+_SPARE_BYTES = 1 << 30  # never fill the disk: an entry is written only with this much to spare after it
 # Entries one process maps at most (each stays mapped: see `PackedCache._maps`): ~64 input shapes of
 # SD1.5's UNet. Linux allows ~65 k mappings per process, and torch's allocator needs its own.
-MAX_MAPPED = 16384  # never fill the disk: an entry is written only with this much to spare after it
+MAX_MAPPED = 16384
 
 
 def default_directory() -> Path:
